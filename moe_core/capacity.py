@@ -1,0 +1,89 @@
+"""Expert capacity and who gets a slot when an expert overflows.
+
+One convention, used everywhere in this project (the app shows C explicitly):
+
+    C = ceil(capacity_factor * k * T / E), at least 1;   capacity_factor None = dropless (no C).
+
+Implementations disagree here (see ../shared/reference/moe-routing.md §12.3): Mesh-TF and flaxformer leave
+k out and floor or round; DeepSpeed top-k and Megatron use ceil(T*k/E*cf) like us; MegaBlocks floors.
+With T=1000, E=8, k=2, cf=1.25 ours gives 313.
+
+Overflow: (token, expert) slots beyond C are dropped. A dropped slot contributes zero and the token keeps
+its residual; the surviving weights are NOT renormalized (Mesh-TF and Megatron behave so; fairscale and
+DeepSpeed renormalize). Priority decides who keeps a slot:
+  - "position": GShard/Mesh-TF order: every token's 1st choice before any 2nd choice, then earlier tokens.
+  - "probability": higher router probability first (Megatron's drop_policy="probs"); ties by position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: float | None) -> int | None:
+    """C = ceil(capacity_factor * top_k * n_tokens / n_experts), at least 1; None when capacity_factor is None."""
+    if capacity_factor is None:
+        return None
+    raw = capacity_factor * top_k * n_tokens / n_experts
+    # shave float noise so that e.g. 1.1 * 10 / 11 = 1.0000000000000002 gives 1, not 2
+    return max(1, math.ceil(raw - 1e-9 * max(1.0, raw)))
+
+
+@dataclass
+class SlotAssignment:
+    """Where every (token, slot) pair lands, and the kept pairs in expert order (ready for dispatch)."""
+
+    position: torch.Tensor  # (T, K) long: position in its expert's buffer under the priority order
+    kept: torch.Tensor  # (T, K) bool: selected and position < C
+    tokens_per_expert: torch.Tensor  # (E,) long: selected slots per expert, before drops
+    kept_per_expert: torch.Tensor  # (E,) long
+    token_order: torch.Tensor  # (N_kept,) long: token of each kept pair, grouped by expert
+    slot_order: torch.Tensor  # (N_kept,) long: which of the token's K slots it is
+
+
+def assign_slots(
+    expert_index: torch.Tensor,  # (T, K) long
+    n_experts: int,
+    capacity: int | None,
+    selected: torch.Tensor | None = None,  # (T, K) bool; None = every slot is a real choice
+    priority: torch.Tensor | None = None,  # (T, K) float: higher keeps first; None = position order
+) -> SlotAssignment:
+    """Vectorized capacity assignment: one stable sort of the T*K pairs by expert, no loop over tokens."""
+    T, K = expert_index.shape
+    device = expert_index.device
+    # slot-major flattening: n = j*T + t, so all 1st choices come before all 2nd choices (GShard order)
+    experts_flat = expert_index.t().reshape(-1)  # (K*T,)
+    sel_flat = None if selected is None else selected.t().reshape(-1)  # (K*T,)
+    if sel_flat is not None:  # unselected pairs go to a virtual expert E, sorted last and never counted
+        experts_flat = torch.where(sel_flat, experts_flat, torch.full_like(experts_flat, n_experts))
+    if priority is None:
+        order = torch.arange(K * T, device=device)
+    else:
+        order = torch.sort(-priority.t().reshape(-1).detach(), stable=True).indices  # (K*T,)
+    sorted_experts, perm = torch.sort(experts_flat[order], stable=True)
+    pair_order = order[perm]  # (K*T,) flat pair ids grouped by expert, by priority within an expert
+    counts = torch.bincount(experts_flat, minlength=n_experts + 1)  # (E+1,)
+    starts = torch.cumsum(counts, 0) - counts
+    pos_sorted = torch.arange(K * T, device=device) - starts[sorted_experts]
+    position_flat = torch.empty_like(pos_sorted)
+    position_flat[pair_order] = pos_sorted
+    position = position_flat.view(K, T).t()  # (T, K)
+    tokens_per_expert = counts[:n_experts]
+    keep_sorted = sorted_experts < n_experts
+    if capacity is not None:
+        keep_sorted &= pos_sorted < capacity
+    kept_pairs = pair_order[keep_sorted]  # (N_kept,) still grouped by expert
+    kept_flat = torch.zeros(K * T, dtype=torch.bool, device=device)
+    kept_flat[kept_pairs] = True
+    kept_per_expert = tokens_per_expert if capacity is None else tokens_per_expert.clamp(max=capacity)
+    return SlotAssignment(
+        position=position,
+        kept=kept_flat.view(K, T).t(),
+        tokens_per_expert=tokens_per_expert,
+        kept_per_expert=kept_per_expert,
+        token_order=kept_pairs % T,
+        slot_order=kept_pairs // T,
+    )

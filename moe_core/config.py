@@ -1,0 +1,141 @@
+"""MoEConfig: every knob of one Mixture-of-Experts layer, validated on construction.
+
+Each invalid value raises a ValueError that names the field, the value and the allowed range, so the
+same message can be shown under a slider, next to a URL parameter or on a command line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ROUTERS = (
+    "softmax_topk",  # softmax over experts, top-k (GShard / Mixtral / Qwen)
+    "noisy_topk",  # Shazeer et al. 2017, learned Gaussian noise on the logits
+    "switch",  # Fedus et al. 2021, top-1 with multiplicative input jitter
+    "expert_choice",  # Zhou et al. 2022, each expert picks its top-C tokens (non-causal)
+    "hash",  # Roller et al. 2021, a fixed random table, nothing learned
+    "soft",  # Puigcerver et al. 2023, Soft MoE slots (non-causal)
+    "sigmoid_bias",  # DeepSeek-V3, sigmoid scores + auxiliary-loss-free bias
+    "dense",  # Jacobs et al. 1991, every expert runs, softmax-weighted
+)
+CAUSAL_ROUTERS = tuple(r for r in ROUTERS if r not in ("expert_choice", "soft"))
+OVERFLOW_POLICIES = ("position", "probability")
+
+MAX_EXPERTS = 256
+MAX_D_MODEL = 4096
+MAX_EXPERT_HIDDEN = 16384
+MAX_CAPACITY_FACTOR = 64.0
+MAX_SHARED_EXPERTS = 16
+MAX_SLOTS_PER_EXPERT = 64
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    d_model: int = 64  # width of the tokens entering and leaving the layer
+    n_experts: int = 8  # routed experts E (1-256)
+    top_k: int = 2  # experts per token k (token-choice routers); tokens per expert scale for expert_choice
+    expert_hidden: int = 128  # hidden width h of each SwiGLU expert
+    capacity_factor: float | None = None  # C = ceil(cf * k * T / E); None = dropless
+    router: str = "softmax_topk"  # one of ROUTERS
+    normalize_topk: bool = True  # renormalize the k selected weights to sum to 1
+    overflow_policy: str = "position"  # who keeps a slot when an expert overflows: position | probability
+    aux_loss_coef: float = 0.01  # weight of the load-balancing loss (Switch uses 0.01)
+    z_loss_coef: float = 0.0  # weight of the router z-loss (ST-MoE uses 0.001)
+    router_noise: float = 0.0  # train-time noise on the router only (jitter eps; std for soft)
+    n_shared_experts: int = 0  # always-on experts added to every token (DeepSeekMoE)
+    bias_update_rate: float = 1e-3  # sigmoid_bias: bias step per optimizer step (DeepSeek-V3 uses 1e-3)
+    slots_per_expert: int = 4  # soft: learned slots per expert (Soft MoE's p)
+
+    def __post_init__(self) -> None:
+        _check_int(self, "d_model", 1, MAX_D_MODEL)
+        _check_int(self, "n_experts", 1, MAX_EXPERTS)
+        _check_int(self, "top_k", 1, self.n_experts if isinstance(self.n_experts, int) else MAX_EXPERTS)
+        _check_int(self, "expert_hidden", 1, MAX_EXPERT_HIDDEN)
+        if self.capacity_factor is not None:
+            _check_float(self, "capacity_factor", 0.0, MAX_CAPACITY_FACTOR, low_open=True,
+                         extra="or None for dropless")
+        _check_choice(self, "router", ROUTERS)
+        _check_bool(self, "normalize_topk")
+        _check_choice(self, "overflow_policy", OVERFLOW_POLICIES)
+        _check_float(self, "aux_loss_coef", 0.0, 100.0)
+        _check_float(self, "z_loss_coef", 0.0, 100.0)
+        _check_float(self, "router_noise", 0.0, 10.0)
+        _check_int(self, "n_shared_experts", 0, MAX_SHARED_EXPERTS)
+        _check_float(self, "bias_update_rate", 0.0, 1.0)
+        _check_int(self, "slots_per_expert", 1, MAX_SLOTS_PER_EXPERT)
+        if self.router == "switch" and self.top_k != 1:
+            raise ValueError(
+                f"top_k={self.top_k} is not allowed with router 'switch': the Switch Transformer routes each "
+                "token to exactly one expert, so top_k must be 1 (use 'softmax_topk' for k > 1)"
+            )
+
+    # -- round trips (URLs, JSON files, checkpoints) -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MoEConfig:
+        """Build a config from a dict (e.g. parsed JSON); unknown keys are an error, missing keys take defaults."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a dict of field values, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown MoEConfig field(s) {unknown}; allowed fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> MoEConfig:
+        """A copy with some fields changed (validated like a new config)."""
+        return MoEConfig.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def is_causal(self) -> bool:
+        """False for routers that mix information across tokens (expert_choice, soft)."""
+        return self.router in CAUSAL_ROUTERS
+
+    @property
+    def slots_per_token(self) -> int:
+        """K: columns of RoutingInfo.expert_index. k for token choice; E when every expert may take a token."""
+        return self.n_experts if self.router in ("expert_choice", "soft", "dense") else self.top_k
+
+
+# -- validation helpers: each raises ValueError(field, value, allowed range) ----------------------------
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{name}={value!r} is out of range: allowed {allowed}")
+
+
+def _check_int(cfg: Any, name: str, low: int, high: int) -> None:
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():  # JSON and URLs may hand us 8.0
+            object.__setattr__(cfg, name, int(v))
+            v = int(v)
+        else:
+            _fail(name, v, f"an integer from {low} to {high}")
+    if not low <= v <= high:
+        _fail(name, v, f"an integer from {low} to {high}")
+
+
+def _check_float(cfg: Any, name: str, low: float, high: float, low_open: bool = False, extra: str = "") -> None:
+    v = getattr(cfg, name)
+    bracket = "(" if low_open else "["
+    allowed = f"a number in {bracket}{low:g}, {high:g}]" + (f", {extra}" if extra else "")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(name, v, allowed)
+    if v < low or v > high or (low_open and v == low):
+        _fail(name, v, allowed)
+    object.__setattr__(cfg, name, float(v))
+
+
+def _check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
+    v = getattr(cfg, name)
+    if v not in choices:
+        _fail(name, v, "one of " + ", ".join(choices))
+
+
+def _check_bool(cfg: Any, name: str) -> None:
+    v = getattr(cfg, name)
+    if not isinstance(v, bool):
+        _fail(name, v, "true or false")

@@ -1,0 +1,86 @@
+"""A bank of E SwiGLU experts stored as stacked tensors, run on tokens already grouped by expert.
+
+Each expert is the Mixtral/Llama feed-forward block  FFN_e(x) = (silu(x W_gate_e) * (x W_up_e)) W_down_e,
+with W_gate and W_up fused into one (d, 2h) matrix per expert so that one matmul serves both.
+
+Speed notes (../shared/reference/performance-anchors.md): the fast family sorts tokens by expert and runs
+one matmul per expert on a contiguous block. We use torch's grouped_mm when the strides allow it (it
+loops plain matmuls on the CPU but keeps the Python overhead low), else a loop over `unbind`-ed weights.
+Never index `W[e]` inside the loop: backward would zero-fill a full (E, d, 2h) gradient per expert.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_HAS_GROUPED_MM = hasattr(F, "grouped_mm")
+
+
+class SwiGLUExperts(nn.Module):
+    def __init__(self, n_experts: int, d_model: int, hidden: int):
+        super().__init__()
+        self.n_experts, self.d_model, self.hidden = n_experts, d_model, hidden
+        self.w_in = nn.Parameter(torch.empty(n_experts, d_model, 2 * hidden))  # (E, d, 2h): gate | up
+        self.w_out = nn.Parameter(torch.empty(n_experts, hidden, d_model))  # (E, h, d)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # the same ranges nn.Linear uses: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        nn.init.uniform_(self.w_in, -1 / math.sqrt(self.d_model), 1 / math.sqrt(self.d_model))
+        nn.init.uniform_(self.w_out, -1 / math.sqrt(self.hidden), 1 / math.sqrt(self.hidden))
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert e on any batch of tokens (the slow, obvious form; used by tests and the lessons)."""
+        gate, up = (x @ self.w_in[e]).chunk(2, dim=-1)
+        return (F.silu(gate) * up) @ self.w_out[e]
+
+    def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """x_sorted (N, d): rows grouped by expert, counts (E,) rows per expert. Returns (N, d)."""
+        if x_sorted.shape[0] == 0:
+            return x_sorted.new_zeros(0, self.d_model) + 0 * self.w_out.sum()  # keep the graph connected
+        if self._grouped_ok(x_sorted):
+            offs = torch.cumsum(counts, 0).to(torch.int32)  # (E,) end of each expert's block
+            h = F.grouped_mm(x_sorted, self.w_in, offs=offs)  # (N, 2h)
+            gate, up = h.chunk(2, dim=-1)
+            return F.grouped_mm((F.silu(gate) * up).contiguous(), self.w_out, offs=offs)  # (N, d)
+        w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
+        outs = []
+        for e, xe in enumerate(x_sorted.split(counts.tolist())):
+            if xe.shape[0] == 0:
+                continue
+            gate, up = (xe @ w_in[e]).chunk(2, dim=-1)  # (n_e, h) each
+            outs.append((F.silu(gate) * up) @ w_out[e])  # (n_e, d)
+        return torch.cat(outs)
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        """Every expert on every row: x (E, n, d) -> (E, n, d), one batched matmul (dense mixture, soft slots)."""
+        gate, up = torch.bmm(x, self.w_in).chunk(2, dim=-1)  # (E, n, h) each
+        return torch.bmm(F.silu(gate) * up, self.w_out)  # (E, n, d)
+
+    def _grouped_ok(self, x: torch.Tensor) -> bool:
+        # grouped_mm wants 16-byte aligned strides; on CUDA it also wants bf16 and SM80+, so we keep the
+        # plain loop there (fast anyway: one kernel launch per expert)
+        return (
+            _HAS_GROUPED_MM
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.d_model % 4 == 0
+            and self.hidden % 4 == 0
+        )
+
+
+class SwiGLU(nn.Module):
+    """A dense SwiGLU MLP: the shared experts of DeepSeekMoE, and the dense-equivalent baseline."""
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.w_in = nn.Linear(d_model, 2 * hidden, bias=False)  # gate | up
+        self.w_out = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(F.silu(gate) * up)

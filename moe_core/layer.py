@@ -1,0 +1,152 @@
+"""MoELayer: route each token to a few SwiGLU experts, run them, and mix their outputs.
+
+    y = sum over kept slots of  w_slot * E_{expert(slot)}(x)   (+ shared experts, DeepSeekMoE)
+
+The layer returns only the feed-forward output; the residual connection belongs to the block around it,
+so a token whose every slot was dropped leaves the block unchanged (y = 0), as in Switch and GShard.
+
+Dispatch is vectorized: the kept (token, slot) pairs are sorted by expert once (capacity.assign_slots),
+gathered into one contiguous (N, d) block, pushed through the experts (experts.SwiGLUExperts) and
+scattered back with index_add. No Python loop over tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from moe_core.capacity import assign_slots, expert_capacity
+from moe_core.config import MoEConfig
+from moe_core.experts import SwiGLU, SwiGLUExperts
+from moe_core.routers import SigmoidBiasRouter, SoftRouter, build_router
+
+# config fields that can change between steps without rebuilding the layer
+LIVE_FIELDS = frozenset(
+    {"capacity_factor", "overflow_policy", "aux_loss_coef", "z_loss_coef", "router_noise", "bias_update_rate",
+     "normalize_topk"}
+)
+
+
+@dataclass
+class RoutingInfo:
+    """What one forward pass decided. Plot-facing tensors are detached; `losses` keep their gradient."""
+
+    expert_index: torch.Tensor  # (T, K) long: expert of each slot (K = k; E for expert_choice/soft/dense)
+    combine_weights: torch.Tensor  # (T, K) weight applied to each slot, 0 where dropped or not selected
+    router_probs: torch.Tensor  # (T, E) the router's distribution over experts
+    router_logits: torch.Tensor  # (T, E)
+    dropped: torch.Tensor  # (T, K) bool: selected but over capacity
+    selected: torch.Tensor  # (T, K) bool: a real assignment (all True except for expert_choice)
+    tokens_per_expert: torch.Tensor  # (E,) long: selected slots per expert, before drops
+    kept_per_expert: torch.Tensor  # (E,) long: after drops
+    capacity: int | None  # C, or None when nothing limits an expert
+    losses: dict[str, torch.Tensor]  # differentiable: "load_balance", "z", "importance", "load"
+    aux_loss: torch.Tensor  # differentiable: the weighted sum the trainer adds to the task loss
+
+    @property
+    def n_tokens(self) -> int:
+        return self.router_probs.shape[0]
+
+    @property
+    def n_experts(self) -> int:
+        return self.router_probs.shape[1]
+
+
+class MoELayer(nn.Module):
+    """A Mixture-of-Experts feed-forward layer. x (T, d) or (B, S, d) -> (y of x's shape, RoutingInfo).
+
+    token_ids (same leading shape as x): what the hash router hashes (character ids, grid cells).
+    noise: the router's random draw, for tests; normally None and sampled in training.
+    """
+
+    def __init__(self, config: MoEConfig):
+        super().__init__()
+        self.config = config
+        self.router = build_router(config)
+        self.experts = SwiGLUExperts(config.n_experts, config.d_model, config.expert_hidden)
+        hidden_shared = config.n_shared_experts * config.expert_hidden
+        # n shared SwiGLU experts summed = one SwiGLU with n times the hidden width
+        self.shared = SwiGLU(config.d_model, hidden_shared) if hidden_shared else None
+
+    def forward(
+        self, x: torch.Tensor, token_ids: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, RoutingInfo]:
+        cfg = self.config
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # (T, d)
+        T = x.shape[0]
+        if isinstance(self.router, SoftRouter):
+            y, out = self.router.mix(x, self.experts, noise)  # (T, d)
+            kept = torch.ones_like(out.expert_index, dtype=torch.bool)
+            tokens_per_expert = torch.full((cfg.n_experts,), out.capacity, dtype=torch.long, device=x.device)
+            kept_per_expert = tokens_per_expert
+            capacity = out.capacity
+        else:
+            out = self.router(x, token_ids, noise)
+            k = out.expert_index.shape[1]
+            if out.uses_capacity:
+                capacity = limit = expert_capacity(T, cfg.n_experts, k, cfg.capacity_factor)
+            else:  # the router fixed its own slots (expert_choice) or has none (hash, dense)
+                capacity, limit = out.capacity, None
+            priority = out.priority if cfg.overflow_policy == "probability" else None
+            slots = assign_slots(out.expert_index, cfg.n_experts, limit, out.selected, priority)
+            x_sorted = x[slots.token_order]  # (N, d) grouped by expert
+            y_sorted = self.experts(x_sorted, slots.kept_per_expert)  # (N, d)
+            w = out.gates[slots.token_order, slots.slot_order]  # (N,)
+            y = torch.zeros_like(x, dtype=y_sorted.dtype).index_add(
+                0, slots.token_order, y_sorted * w.to(y_sorted.dtype)[:, None]
+            )  # (T, d)
+            kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
+        if self.shared is not None:
+            y = y + self.shared(x)
+        selected = out.selected if out.selected is not None else torch.ones_like(kept)
+        info = RoutingInfo(
+            expert_index=out.expert_index.detach(),
+            combine_weights=(out.gates * kept).detach(),
+            router_probs=out.probs.detach(),
+            router_logits=out.logits.detach(),
+            dropped=selected & ~kept,
+            selected=selected,
+            tokens_per_expert=tokens_per_expert,
+            kept_per_expert=kept_per_expert,
+            capacity=capacity,
+            losses=out.losses,
+            aux_loss=self.weighted_aux_loss(out.losses, x),
+        )
+        return y.to(x.dtype).reshape(shape), info
+
+    def weighted_aux_loss(self, losses: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """aux_loss_coef * (load_balance, or importance + load for noisy_topk) + z_loss_coef * z."""
+        cfg = self.config
+        total = torch.zeros((), device=x.device)
+        if "load_balance" in losses:
+            total = total + cfg.aux_loss_coef * losses["load_balance"]
+        if "importance" in losses:
+            total = total + cfg.aux_loss_coef * (losses["importance"] + losses["load"])
+        if "z" in losses:
+            total = total + cfg.z_loss_coef * losses["z"]
+        return total
+
+    def update_router_bias(self) -> None:
+        """Apply the auxiliary-loss-free bias step (sigmoid_bias); a no-op for other routers."""
+        if isinstance(self.router, SigmoidBiasRouter):
+            self.router.update_bias()
+
+    def set_hyperparameters(self, **changes) -> None:
+        """Change fields that change no tensor shape (LIVE_FIELDS) without rebuilding the layer."""
+        frozen = sorted(set(changes) - LIVE_FIELDS)
+        if frozen:
+            raise ValueError(
+                f"{frozen} change the layer's shapes or router and need a new MoELayer; "
+                f"fields that can change live are {sorted(LIVE_FIELDS)}"
+            )
+        self.config = self.config.replace(**changes)
+        self.router.config = self.config
+
+
+def dense_equivalent_hidden(config: MoEConfig) -> int:
+    """Hidden width of the dense SwiGLU with as many active expert parameters as one token uses here."""
+    active = config.n_experts if config.router in ("dense", "soft") else config.top_k
+    return active * config.expert_hidden

@@ -1,0 +1,89 @@
+"""What every router returns, and the pieces routers share (the router linear map, input jitter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from moe_core.config import MoEConfig
+from moe_core.metrics import load_balancing_loss, z_loss
+
+
+def router_dtype(x: torch.Tensor) -> torch.dtype:
+    """Routers compute in float32 even when the model runs in half precision; float64 stays float64."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+@dataclass
+class RouterOutput:
+    """A routing decision for T tokens with K slots each (K = k for token choice, E otherwise)."""
+
+    logits: torch.Tensor  # (T, E) router logits, float32, after any noise (the z-loss reads these)
+    probs: torch.Tensor  # (T, E) the distribution a learner should see for each token
+    expert_index: torch.Tensor  # (T, K) long: which expert each slot goes to
+    gates: torch.Tensor  # (T, K) combine weight of each slot before capacity drops (differentiable)
+    selected: torch.Tensor | None = None  # (T, K) bool: slot is a real assignment; None = all are
+    priority: torch.Tensor | None = None  # (T, K) score for overflow_policy="probability"
+    uses_capacity: bool = True  # whether the layer's capacity factor limits this router
+    capacity: int | None = None  # slots per expert the router fixed itself (expert_choice, soft)
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # differentiable auxiliary terms
+
+
+class Router(nn.Module):
+    """Base class: a float32 linear map x -> logits (selective precision, as in Switch and Mesh-TF).
+
+    Subclasses implement forward(x (T, d), token_ids (T,) | None, noise | None) -> RouterOutput. `noise`
+    is the random draw the router would otherwise sample itself in training, so that tests can hand the
+    same draw to a slow reference.
+    """
+
+    def __init__(self, config: MoEConfig, n_outputs: int | None = None, zero_init: bool = False):
+        super().__init__()
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(n_outputs or config.n_experts, config.d_model))  # (E, d)
+        if zero_init:
+            nn.init.zeros_(self.weight)
+        else:  # small init: routing starts near uniform but not tied (flaxformer uses normal(0.02))
+            nn.init.normal_(self.weight, std=0.02)
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = router_dtype(x)
+        return x.to(dtype) @ self.weight.to(dtype).t()  # (T, E)
+
+    def jittered(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """Switch's router jitter: the ROUTER's copy of x times U(1-eps, 1+eps), in training only.
+
+        The experts never see the jittered copy (HF Mixtral jitters in place, which also perturbs the
+        experts; Mesh-TF, flaxformer and DeepSpeed jitter only the router input — we follow them).
+        `noise`, if given, is the U(1-eps, 1+eps) draw itself, shape (T, d).
+        """
+        eps = self.config.router_noise
+        if not self.training or eps == 0.0:
+            return x
+        if noise is None:
+            noise = torch.empty_like(x, dtype=router_dtype(x)).uniform_(1.0 - eps, 1.0 + eps)
+        return x.to(router_dtype(x)) * noise
+
+
+def topk_gates(probs: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of a (T, E) distribution; with normalize the k weights are divided by their sum.
+
+    softmax -> top-k -> renormalize equals top-k on logits -> softmax over the k (Mixtral's reference form).
+    """
+    weights, index = torch.topk(probs, k, dim=-1)  # (T, k) each
+    if normalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+    return weights, index
+
+
+def balance_losses(
+    logits: torch.Tensor, probs: torch.Tensor, expert_index: torch.Tensor, n_experts: int
+) -> dict[str, torch.Tensor]:
+    """The Switch/MegaBlocks load-balancing loss over the top-k slots, and the ST-MoE router z-loss."""
+    counts = torch.bincount(expert_index.reshape(-1), minlength=n_experts)  # (E,) before drops
+    return {
+        "load_balance": load_balancing_loss(probs, counts, expert_index.shape[1]),
+        "z": z_loss(logits),
+    }
