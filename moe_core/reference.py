@@ -95,7 +95,8 @@ def naive_moe(
         if layer.shared is not None:
             yt = yt + layer.shared(x[t : t + 1])[0]
         rows.append(yt)
-        decisions.append([(e, float(torch.as_tensor(w).detach()), kept[(t, j)]) for j, (e, w, _) in enumerate(choices[t])])
+        slots = enumerate(choices[t])
+        decisions.append([(e, float(torch.as_tensor(w).detach()), kept[(t, j)]) for j, (e, w, _) in slots])
     y = torch.stack(rows)
 
     # 4. auxiliary losses, from their definitions

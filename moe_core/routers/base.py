@@ -48,6 +48,8 @@ class Router(nn.Module):
         else:  # small init: routing starts near uniform but not tied (flaxformer uses normal(0.02))
             nn.init.normal_(self.weight, std=0.02)
 
+    generator: torch.Generator | None = None  # where training noise is drawn from (None: torch's global RNG)
+
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         dtype = router_dtype(x)
         return x.to(dtype) @ self.weight.to(dtype).t()  # (T, E)
@@ -63,8 +65,12 @@ class Router(nn.Module):
         if not self.training or eps == 0.0:
             return x
         if noise is None:
-            noise = torch.empty_like(x, dtype=router_dtype(x)).uniform_(1.0 - eps, 1.0 + eps)
+            noise = torch.empty_like(x, dtype=router_dtype(x)).uniform_(1.0 - eps, 1.0 + eps, generator=self.generator)
         return x.to(router_dtype(x)) * noise
+
+
+def standard_normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
 
 
 def topk_gates(probs: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:

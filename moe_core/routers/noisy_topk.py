@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_core.metrics import cv_squared, z_loss
-from moe_core.routers.base import Router, RouterOutput
+from moe_core.routers.base import Router, RouterOutput, standard_normal
 
 NOISE_EPSILON = 1e-2
 
@@ -36,7 +36,7 @@ class NoisyTopKRouter(Router):
         noisy_training = self.training and k < E
         if self.training:
             std = F.softplus(x.to(clean.dtype) @ self.noise_weight.to(clean.dtype).t()) + NOISE_EPSILON  # (T, E)
-            draw = torch.randn_like(clean) if noise is None else noise
+            draw = standard_normal(clean, self.generator) if noise is None else noise
             logits = clean + draw * std  # (T, E)
         else:
             logits = clean

@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moe_core.routers.base import RouterOutput, router_dtype
+from moe_core.routers.base import RouterOutput, router_dtype, standard_normal
 
 
 class SoftRouter(nn.Module):
+    generator: torch.Generator | None = None  # where training noise is drawn from (None: torch's global RNG)
+
     def __init__(self, config):
         super().__init__()
         self.config = config
@@ -32,7 +34,8 @@ class SoftRouter(nn.Module):
         slots = F.normalize(self.slots.to(dtype), dim=-1)  # (S, d)
         logits = self.scale.to(dtype) * F.normalize(x.to(dtype), dim=-1) @ slots.t()  # (T, S)
         if self.training and self.config.router_noise > 0:
-            logits = logits + self.config.router_noise * (torch.randn_like(logits) if noise is None else noise)
+            draw = standard_normal(logits, self.generator) if noise is None else noise
+            logits = logits + self.config.router_noise * draw
         return logits
 
     def mix(self, x: torch.Tensor, experts, noise: torch.Tensor | None = None):
