@@ -1,0 +1,184 @@
+"""Snapshot: what every view of the app draws, taken from a Trainer at one step, as plain numpy arrays.
+
+Keeping views fed by snapshots (never by the live model) is what lets the UI scrub a timeline, compare
+two runs, and test figure builders on crafted data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from moe_core import metrics
+from moe_core.datasets import PLOT_RANGE
+from moe_core.layer import RoutingInfo
+
+if TYPE_CHECKING:
+    from moe_core.trainer import Trainer
+
+PROBE_POINTS = 48  # fixed probe set for the probabilities heatmap
+TOP_TOKENS = 6  # characters listed per expert in language mode
+
+
+@dataclass
+class LayerView:
+    """One MoE layer at one step."""
+
+    tokens_per_expert: np.ndarray  # (E,) last training batch, before drops
+    kept_per_expert: np.ndarray  # (E,)
+    capacity: int | None  # C of the last training batch
+    probe_probs: np.ndarray  # (P, E) router probabilities of the probe points / characters
+    probe_expert_index: np.ndarray  # (P, K)
+    probe_combine: np.ndarray  # (P, K)
+    probe_dropped: np.ndarray  # (P, K) bool
+    group_expert_counts: np.ndarray  # (G, E) routing slots per class/regime/domain on the test set
+    co_activation: np.ndarray  # (E, E) P(j chosen | i chosen)
+    mutual_information: float  # nats, expert vs group, test set
+    grid_probs: np.ndarray | None = None  # (Gy, Gx, E) router probabilities over the input plane
+    grid_top2: np.ndarray | None = None  # (Gy, Gx, 2) first and second choice over the plane
+    probe_text_experts: np.ndarray | None = None  # (n_chars,) top-1 expert of each probe character
+    top_tokens: list[list[tuple[str, int]]] | None = None  # per expert: most frequent characters routed to it
+
+
+@dataclass
+class Snapshot:
+    step: int
+    task: str  # classification | regression | language
+    router: str
+    n_experts: int
+    top_k: int
+    batch_tokens: int  # tokens in the last training batch (T of the capacity formula)
+    layers: list[LayerView]
+    test_loss: float
+    test_quality: float  # accuracy, or MSE for regression
+    step_ms: float  # wall time of the last training step
+    parameters: dict[str, int]
+    flops: dict[str, float]
+    group_names: list[str]
+    diverged: str | None = None
+    grid_x: np.ndarray | None = None  # (Gx,) plane coordinates for the routing map
+    grid_y: np.ndarray | None = None  # (Gy,); a single 0 for 1-D inputs
+    grid_prediction: np.ndarray | None = None  # (Gy, Gx) class id or regression value
+    probe_x: np.ndarray | None = None  # (P, D) the probe points
+    probe_group: np.ndarray | None = None  # (P,)
+    probe_text: str | None = None  # language mode
+    probe_text_domains: np.ndarray | None = None  # (n_chars,)
+    points_x: np.ndarray | None = None  # (N, D) test points drawn on the map
+    points_y: np.ndarray | None = None  # (N,) their labels / targets
+    extra: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def take_snapshot(trainer: Trainer, grid_size: int = 48) -> Snapshot:
+    model, cfg = trainer.model, trainer.model_config.moe
+    was_training = model.training
+    model.eval()
+    try:
+        if trainer.task == "language":
+            snap = _language_snapshot(trainer)
+        else:
+            snap = _points_snapshot(trainer, grid_size)
+    finally:
+        model.train(was_training)
+    last = trainer.last_infos
+    for i, view in enumerate(snap.layers):
+        if i < len(last):
+            view.tokens_per_expert = last[i].tokens_per_expert.cpu().numpy()
+            view.kept_per_expert = last[i].kept_per_expert.cpu().numpy()
+            view.capacity = last[i].capacity
+            snap.batch_tokens = last[i].n_tokens
+    snap.parameters = metrics.parameter_counts(cfg)
+    snap.flops = metrics.flops_per_token(cfg, n_tokens=snap.batch_tokens or None)
+    return snap
+
+
+def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, probe: slice) -> list[LayerView]:
+    views = []
+    for info in infos:
+        mask = info.selected & ~info.dropped
+        counts = metrics.expert_label_counts(info.expert_index, groups.reshape(-1), info.n_experts, n_groups, mask)
+        E = info.n_experts
+        views.append(
+            LayerView(
+                tokens_per_expert=np.zeros(E, dtype=np.int64),
+                kept_per_expert=np.zeros(E, dtype=np.int64),
+                capacity=None,
+                probe_probs=info.router_probs[probe].cpu().numpy(),
+                probe_expert_index=info.expert_index[probe].cpu().numpy(),
+                probe_combine=info.combine_weights[probe].cpu().numpy(),
+                probe_dropped=info.dropped[probe].cpu().numpy(),
+                group_expert_counts=counts.cpu().numpy(),
+                co_activation=metrics.co_activation(info.expert_index, E, info.selected).cpu().numpy(),
+                mutual_information=metrics.mutual_information(counts),
+            )
+        )
+    return views
+
+
+def _points_snapshot(trainer: Trainer, grid_size: int) -> Snapshot:
+    ds, t, cfg = trainer.dataset, trainer.tensors, trainer.model_config.moe
+    out, infos = trainer.model(t.x_test)
+    loss, quality = trainer.task_loss(out, t.y_test)
+    n_probe = min(PROBE_POINTS, t.x_test.shape[0])
+    views = _layer_views(infos, t.group_test, ds.n_groups, slice(0, n_probe))
+    lo, hi = PLOT_RANGE
+    gx = np.linspace(lo, hi, grid_size, dtype=np.float32)
+    gy = gx if ds.input_dim >= 2 else np.zeros(1, dtype=np.float32)
+    mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)[:, : ds.input_dim]  # (Gy*Gx, D)
+    grid_out, grid_infos = trainer.model(torch.as_tensor(mesh, device=trainer.device))
+    shape = (len(gy), len(gx))
+    for view, info in zip(views, grid_infos, strict=True):
+        probs = info.router_probs.cpu().numpy()
+        view.grid_probs = probs.reshape(*shape, -1)
+        view.grid_top2 = np.argsort(-probs, axis=-1)[:, :2].reshape(*shape, min(2, probs.shape[1]))
+    if trainer.task == "classification":
+        prediction = grid_out.argmax(-1).cpu().numpy().reshape(shape)
+    else:
+        prediction = grid_out.squeeze(-1).cpu().numpy().reshape(shape)
+    return Snapshot(
+        step=trainer.step_count, task=trainer.task, router=cfg.router, n_experts=cfg.n_experts, top_k=cfg.top_k,
+        batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
+        step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(ds.group_names),
+        diverged=trainer.diverged, grid_x=gx, grid_y=gy, grid_prediction=prediction,
+        probe_x=ds.x_test[:n_probe], probe_group=ds.group_test[:n_probe], points_x=ds.x_test, points_y=ds.y_test,
+    )
+
+
+def _language_snapshot(trainer: Trainer) -> Snapshot:
+    from moe_core.datasets import probe_text
+
+    cfg, S = trainer.model_config.moe, trainer.model_config.context
+    n_windows = 8
+    windows = trainer.test_ids[: n_windows * (S + 1)].view(n_windows, S + 1)
+    domains = trainer.domain_ids[trainer.test_offset : trainer.test_offset + n_windows * (S + 1)]
+    domains = domains.view(n_windows, S + 1)[:, :-1]
+    out, infos = trainer.model(windows[:, :-1])
+    loss, quality = trainer.task_loss(out, windows[:, 1:])
+    views = _layer_views(infos, domains, len(trainer.stream.domain_names), slice(0, S))
+    text, text_domains = probe_text(trainer.data_config.seed)
+    ids = torch.as_tensor(trainer.stream.encode(text), device=trainer.device)
+    chunks = [ids[i : i + S] for i in range(0, len(ids), S)]
+    per_layer: list[list[np.ndarray]] = [[] for _ in views]
+    for chunk in chunks:
+        _, chunk_infos = trainer.model(chunk[None])
+        for li, info in enumerate(chunk_infos):
+            per_layer[li].append(info.expert_index[:, 0].cpu().numpy())
+    flat_ids = windows[:, :-1].reshape(-1).cpu().numpy()
+    vocab = trainer.stream.vocab
+    for li, (view, info) in enumerate(zip(views, infos, strict=True)):
+        view.probe_text_experts = np.concatenate(per_layer[li])
+        top1 = info.expert_index[:, 0].cpu().numpy()
+        view.top_tokens = []
+        for e in range(cfg.n_experts):
+            chars, counts = np.unique(flat_ids[top1 == e], return_counts=True)
+            order = np.argsort(-counts)[:TOP_TOKENS]
+            view.top_tokens.append([(vocab[int(chars[j])], int(counts[j])) for j in order])
+    return Snapshot(
+        step=trainer.step_count, task="language", router=cfg.router, n_experts=cfg.n_experts, top_k=cfg.top_k,
+        batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
+        step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(trainer.stream.domain_names),
+        diverged=trainer.diverged, probe_text=text, probe_text_domains=np.asarray(text_domains),
+    )

@@ -1,0 +1,324 @@
+"""Trainer: a steppable, observable training loop for the 2-D, regression and language tasks.
+
+minGPT-style: it knows nothing about any UI. Callers advance it with step(n) / run_for(seconds), read the
+per-step records it returns (and `history`), and ask for snapshot() when they want to draw. Same configs
+and seed => the same run, bit for bit on the CPU: weights, batches and router noise all come from
+generators owned by this trainer, never from torch's global random state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from moe_core import metrics
+from moe_core.datasets import DataConfig, PointDataset, make_dataset, make_token_stream
+from moe_core.layer import LIVE_FIELDS, RoutingInfo
+from moe_core.models import ModelConfig, PointMoENet, TinyMoELM, moe_layers
+from moe_core.snapshot import Snapshot, take_snapshot
+
+CHECKPOINT_FORMAT = "moe-playground-checkpoint"
+CHECKPOINT_VERSION = 1
+_INIT_LOCK = threading.Lock()  # weight init draws from torch's global RNG: one model at a time
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 3e-3  # AdamW learning rate
+    batch_size: int = 256  # points per step, or character windows per step for the language model
+    seed: int = 0  # weights, batches and router noise
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cpu | cuda | mps
+    threads: int = 1  # torch CPU threads (2 gave no speed-up at these sizes, performance-anchors.md)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    history_limit: int = 2000  # rows kept in `history`; older rows are thinned, never an unbounded list
+
+    def __post_init__(self) -> None:
+        checks = {"lr": (0.0, 100.0), "weight_decay": (0.0, 1.0), "grad_clip": (0.0, 1e6)}
+        for name, (low, high) in checks.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+                raise ValueError(f"{name}={v!r} is out of range: allowed a number in [{low:g}, {high:g}]")
+            if name == "lr" and v == 0:
+                raise ValueError("lr=0 is out of range: allowed a number in (0, 100]")
+        for name, low, high in (("batch_size", 1, 8192), ("seed", 0, 2**31 - 1), ("threads", 1, 256),
+                                ("history_limit", 10, 1_000_000)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ValueError(f"{name}={v!r} is out of range: allowed an integer from {low} to {high}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device={self.device!r} is out of range: allowed one of auto, cpu, cuda, mps")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' was asked for but this machine has no MPS backend; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+class Diverged(RuntimeError):
+    """Training stopped because the loss or the gradients stopped being finite numbers."""
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: ModelConfig | None = None,
+        data: DataConfig | None = None,
+        train: TrainConfig | None = None,
+        dataset: PointDataset | None = None,  # e.g. a user's CSV; overrides data.dataset
+    ):
+        self.model_config = model or ModelConfig()
+        self.data_config = data or DataConfig()
+        self.train_config = train or TrainConfig()
+        tc = self.train_config
+        self.device = resolve_device(tc.device)
+        torch.set_num_threads(tc.threads)
+        self.task = "classification" if dataset is not None and dataset.task == "classification" else None
+        self.dataset: PointDataset | None = None
+        self.stream = None
+        if dataset is not None or self.data_config.info.task != "language":
+            self.dataset = dataset if dataset is not None else make_dataset(self.data_config)
+            self.task = self.dataset.task
+            self.tensors = self.dataset.to_torch(self.device)
+        else:
+            self.task = "language"
+            self.stream = make_token_stream(self.data_config.seed, n_chars=self.data_config.n_samples * 100)
+            cut = int(len(self.stream.ids) * 0.9)
+            ids = torch.as_tensor(self.stream.ids, device=self.device)
+            self.train_ids, self.test_ids = ids[:cut], ids[cut:]
+            self.domain_ids = torch.as_tensor(self.stream.domain_ids, device=self.device)
+            self.test_offset = cut
+        with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tc.seed)
+            self.model = self._build_model().to(self.device)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(tc.seed + 1)
+        self.batch_generator = torch.Generator(device=self.device).manual_seed(tc.seed + 2)
+        for layer in moe_layers(self.model):
+            layer.router.generator = self.noise_generator
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self._good = [p.detach().clone() for p in self.model.parameters()]  # weights of the last finite step
+        self.step_count = 0
+        self.diverged: str | None = None  # the reason, once training has stopped
+        self.last_step_ms = 0.0
+        self.last_infos: list[RoutingInfo] = []
+        self._records: list[dict[str, float]] = []
+
+    # -- construction --------------------------------------------------------------------------------
+    def _build_model(self) -> torch.nn.Module:
+        if self.task == "language":
+            return TinyMoELM(self.model_config, vocab_size=len(self.stream.vocab))
+        n_out = self.dataset.n_classes if self.task == "classification" else 1
+        return PointMoENet(self.model_config, self.dataset.input_dim, n_out)
+
+    @property
+    def n_experts(self) -> int:
+        return self.model_config.moe.n_experts
+
+    # -- batches ----------------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, targets, groups) for one step, drawn from this trainer's own generator."""
+        bs = self.train_config.batch_size
+        if self.task == "language":
+            S = self.model_config.context
+            starts = torch.randint(0, len(self.train_ids) - S - 1, (bs,), generator=self.batch_generator,
+                                   device=self.device)
+            offsets = starts[:, None] + torch.arange(S + 1, device=self.device)  # (B, S+1)
+            window = self.train_ids[offsets]
+            return window[:, :-1], window[:, 1:], self.domain_ids[offsets[:, :-1]]
+        n = self.tensors.x_train.shape[0]
+        idx = torch.randint(0, n, (bs,), generator=self.batch_generator, device=self.device)
+        return self.tensors.x_train[idx], self.tensors.y_train[idx], self.tensors.group_train[idx]
+
+    def task_loss(self, out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, quality): cross-entropy and accuracy, or mean squared error twice for regression."""
+        if self.task == "regression":
+            mse = F.mse_loss(out.squeeze(-1), target)
+            return mse, mse.detach()
+        logits = out.reshape(-1, out.shape[-1])
+        target = target.reshape(-1)
+        return F.cross_entropy(logits, target), (logits.argmax(-1) == target).float().mean()
+
+    # -- training -----------------------------------------------------------------------------------------
+    def step(self, n: int = 1) -> list[dict[str, float]]:
+        """Advance n optimizer steps (fewer if training diverges). Returns one record per step."""
+        records = []
+        for _ in range(n):
+            if self.diverged:
+                break
+            records.append(self._one_step())
+        return [r for r in records if r is not None]
+
+    def run_for(self, seconds: float, max_steps: int = 100_000) -> list[dict[str, float]]:
+        """Step until `seconds` of wall time have passed (at least one step). For a UI tick."""
+        records: list[dict[str, float]] = []
+        deadline = time.perf_counter() + seconds
+        while not self.diverged and len(records) < max_steps:
+            records.extend(self.step(1))
+            if time.perf_counter() >= deadline:
+                break
+        return records
+
+    def _one_step(self) -> dict[str, float] | None:
+        t0 = time.perf_counter()
+        self.model.train()
+        x, y, _ = self._batch()
+        out, infos = self.model(x)
+        task_loss, quality = self.task_loss(out, y)
+        aux = sum((info.aux_loss for info in infos), torch.zeros((), device=self.device))
+        loss = task_loss + aux
+        if not torch.isfinite(loss):
+            self._diverge(f"the loss became {float(loss.detach())} at step {self.step_count + 1}")
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        clip = self.train_config.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if not torch.isfinite(norm):
+            self._diverge(f"the gradients became {float(norm)} at step {self.step_count + 1}")
+            return None
+        torch._foreach_copy_(self._good, [p.detach() for p in self.model.parameters()])
+        self.optimizer.step()
+        for layer in moe_layers(self.model):
+            layer.update_router_bias()
+        self.step_count += 1
+        self.last_infos = infos
+        self.last_step_ms = (time.perf_counter() - t0) * 1000.0
+        record = self._record(loss, task_loss, quality, infos)
+        self._remember(record)
+        return record
+
+    def _diverge(self, what: str) -> None:
+        """Stop, and put back the weights of the last step whose loss and gradients were finite."""
+        torch._foreach_copy_([p.detach() for p in self.model.parameters()], self._good)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.diverged = (
+            f"Training stopped: {what}. The weights of the last good step are kept. Lower the learning rate "
+            f"(now {self.optimizer.param_groups[0]['lr']:g}) or the loss coefficients, then press Reset."
+        )
+
+    def _record(self, loss, task_loss, quality, infos: list[RoutingInfo]) -> dict[str, float]:
+        E = self.n_experts
+        z = [i.losses["z"] for i in infos if "z" in i.losses]
+        scalars = torch.stack([loss.detach(), task_loss.detach(), (loss - task_loss).detach(), quality,
+                               torch.stack(z).mean().detach() if z else torch.zeros((), device=self.device)])
+        loss_v, task_v, aux_v, quality_v, z_v = scalars.tolist()
+        rec: dict[str, float] = {"step": self.step_count, "loss": loss_v, "task_loss": task_v, "aux_loss": aux_v,
+                                 "z_loss": z_v}
+        rec["mse" if self.task == "regression" else "accuracy"] = quality_v
+        if infos:
+            loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0).cpu()  # (E,)
+            dropped = sum(int(i.dropped.sum()) for i in infos) / max(1, sum(int(i.selected.sum()) for i in infos))
+            rec.update(
+                load_cv=metrics.load_cv(loads),
+                max_vio=metrics.max_violation(loads),
+                dropped_frac=dropped,
+                router_entropy=float(np.mean([metrics.router_entropy(i.router_probs) for i in infos])),
+                usage_entropy=metrics.usage_entropy(loads),
+            )
+            rec.update({f"load_{e}": float(loads[e]) for e in range(E)})
+        rec["step_ms"] = self.last_step_ms
+        rec["lr"] = self.optimizer.param_groups[0]["lr"]
+        return rec
+
+    def _remember(self, record: dict[str, float]) -> None:
+        """Keep at most history_limit rows: when full, every other row of the older half goes."""
+        self._records.append(record)
+        limit = self.train_config.history_limit
+        if len(self._records) > limit:
+            half = len(self._records) // 2
+            self._records = self._records[:half][::2] + self._records[half:]
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self._records)
+
+    # -- live changes -----------------------------------------------------------------------------------
+    def set_hyperparameters(self, **changes: Any) -> None:
+        """Change lr, grad_clip or any MoE field in LIVE_FIELDS between steps, without a reset.
+
+        Everything is validated before anything changes: a bad value raises ValueError and leaves the
+        trainer exactly as it was.
+        """
+        changes = dict(changes)
+        train_changes = {k: changes.pop(k) for k in ("lr", "grad_clip", "weight_decay") if k in changes}
+        unknown = sorted(set(changes) - LIVE_FIELDS)
+        if unknown:
+            raise ValueError(f"{unknown} cannot change during training (they change the model's shapes); "
+                             f"live fields are {sorted(LIVE_FIELDS | {'lr', 'grad_clip', 'weight_decay'})}")
+        new_moe = self.model_config.moe.replace(**changes)  # validates
+        new_train = TrainConfig(**{**asdict(self.train_config), **train_changes})  # validates
+        self.model_config = ModelConfig(**{**{f.name: getattr(self.model_config, f.name)
+                                              for f in fields(ModelConfig)}, "moe": new_moe})
+        for layer in moe_layers(self.model):
+            layer.set_hyperparameters(**changes)
+        self.train_config = new_train
+        for group in self.optimizer.param_groups:
+            group["lr"] = new_train.lr
+            group["weight_decay"] = new_train.weight_decay
+
+    # -- views ----------------------------------------------------------------------------------------------
+    def snapshot(self, grid_size: int = 48) -> Snapshot:
+        """Everything the views draw, as numpy arrays detached from the model (cheap to keep a timeline)."""
+        return take_snapshot(self, grid_size=grid_size)
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | Path) -> None:
+        """State dict + the three configs as JSON text; loadable with weights_only=True."""
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "configs": json.dumps({"model": self.model_config.to_dict(), "data": self.data_config.to_dict(),
+                                       "train": asdict(self.train_config)}),
+                "step": self.step_count,
+                "state_dict": self.model.state_dict(),
+            },
+            path,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Trainer:
+        """Rebuild a trainer from save_checkpoint's file. Anything else is refused with a clear ValueError."""
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle errors, truncated files, random bytes
+            raise ValueError(f"{path} is not a MoE Playground checkpoint (torch.load failed: {err})") from None
+        if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a MoE Playground checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+        if blob.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} has checkpoint version {blob.get('version')}; this code reads version 1")
+        try:
+            configs = json.loads(blob["configs"])
+            model = ModelConfig.from_dict(configs["model"])
+            data = DataConfig.from_dict(configs["data"])
+            train = TrainConfig(**{**configs["train"], "device": device})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} has an invalid configuration: {err}") from None
+        trainer = cls(model, data, train)
+        try:
+            trainer.model.load_state_dict(blob["state_dict"])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"{path}: the weights do not fit the configuration: {err}") from None
+        trainer.step_count = int(blob.get("step", 0))
+        return trainer
