@@ -1,0 +1,195 @@
+"""The Trainer's contracts: determinism, bounded history, live changes, divergence, checkpoints, devices."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from moe_core.config import MoEConfig
+from moe_core.datasets import DataConfig
+from moe_core.models import ModelConfig, TinyMoELM
+from moe_core.trainer import Trainer, TrainConfig, resolve_device
+
+SMALL = ModelConfig(MoEConfig(d_model=16, n_experts=4, top_k=2, expert_hidden=16, capacity_factor=1.0))
+DATA = DataConfig(dataset="moons", n_samples=400)
+
+
+def _trainer(model=SMALL, data=DATA, **train) -> Trainer:
+    return Trainer(model, data, TrainConfig(**{"batch_size": 64, **train}))
+
+
+def _without_time(df):
+    return df.drop(columns=["step_ms"])
+
+
+def test_same_configs_and_seed_give_the_same_run():
+    a, b = _trainer(), _trainer()
+    a.step(30)
+    b.step(30)
+    assert _without_time(a.history).equals(_without_time(b.history))
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_same_seed_same_run_even_with_router_noise_and_interleaving():
+    cfg = ModelConfig(MoEConfig(d_model=16, n_experts=4, top_k=2, expert_hidden=16, router="noisy_topk"))
+    a, b = _trainer(cfg), _trainer(cfg)
+    for _ in range(5):  # interleaved, as two sessions on one server would be
+        a.step(3)
+        torch.randn(100)  # someone else using torch's global RNG in between
+        b.step(3)
+    assert _without_time(a.history).equals(_without_time(b.history))
+
+
+def test_another_seed_gives_another_run():
+    a, b = _trainer(seed=0), _trainer(seed=1)
+    a.step(10)
+    b.step(10)
+    assert not np.allclose(a.history["loss"], b.history["loss"])
+
+
+def test_history_is_bounded_and_keeps_the_latest_steps():
+    t = _trainer(history_limit=20)
+    t.step(200)
+    h = t.history
+    assert len(h) <= 20
+    assert h["step"].iloc[-1] == 200
+    assert h["step"].is_monotonic_increasing
+    assert h["step"].iloc[0] < 100, "older steps are thinned, not all dropped"
+
+
+def test_records_have_the_metrics_the_views_need():
+    t = _trainer()
+    rec = t.step(1)[0]
+    for key in ("step", "loss", "task_loss", "aux_loss", "z_loss", "accuracy", "load_cv", "max_vio", "dropped_frac",
+                "router_entropy", "usage_entropy", "load_0", "load_3", "step_ms"):
+        assert key in rec
+    assert rec["load_0"] + rec["load_1"] + rec["load_2"] + rec["load_3"] == 64 * 2
+
+
+def test_live_changes_apply_without_reset_and_bad_ones_change_nothing():
+    t = _trainer()
+    t.step(5)
+    weights = [p.detach().clone() for p in t.model.parameters()]
+    t.set_hyperparameters(capacity_factor=0.5, lr=1e-3, aux_loss_coef=0.0)
+    assert t.step_count == 5
+    assert all(torch.equal(a, b) for a, b in zip(weights, t.model.parameters(), strict=True))
+    t.step(1)
+    assert t.last_infos[0].capacity == 16  # ceil(0.5 * 2 * 64 / 4)
+    assert t.optimizer.param_groups[0]["lr"] == 1e-3
+    before = (t.model_config, t.train_config)
+    with pytest.raises(ValueError, match="n_experts"):
+        t.set_hyperparameters(n_experts=8)
+    with pytest.raises(ValueError, match="lr"):
+        t.set_hyperparameters(lr=-1.0, capacity_factor=2.0)
+    assert (t.model_config, t.train_config) == before
+    assert t.last_infos[0].capacity == 16
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_finite_weights():
+    t = _trainer()
+    t.step(5)
+    with torch.no_grad():
+        t.model.head.bias.fill_(float("nan"))  # what an exploding learning rate eventually does
+    assert t.step(3) == []
+    assert t.diverged and "loss became nan" in t.diverged and "learning rate" in t.diverged
+    assert all(torch.isfinite(p).all() for p in t.model.parameters())
+    assert t.step_count == 5
+    assert t.run_for(0.05) == []
+
+
+def test_a_huge_learning_rate_is_caught_not_crashed():
+    t = _trainer(lr=100.0, grad_clip=0.0)
+    t.step(300)
+    assert all(torch.isfinite(p).all() for p in t.model.parameters())
+    h = t.history
+    assert t.diverged is not None or np.isfinite(h["loss"]).all()
+
+
+def test_run_for_runs_at_least_one_step():
+    t = _trainer()
+    assert len(t.run_for(0.0)) == 1
+    assert len(t.run_for(0.05)) >= 1
+
+
+def test_checkpoint_round_trip(tmp_path):
+    t = _trainer()
+    t.step(10)
+    path = tmp_path / "run.pt"
+    t.save_checkpoint(path)
+    again = Trainer.from_checkpoint(path, device="cpu")
+    assert again.step_count == 10
+    x = t.tensors.x_test[:20]
+    t.model.eval()
+    again.model.eval()
+    torch.testing.assert_close(t.model(x)[0], again.model(x)[0])
+    assert again.model_config == t.model_config
+
+
+def test_foreign_checkpoints_are_refused(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00\x01 not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a MoE Playground checkpoint"):
+        Trainer.from_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ValueError, match="not a MoE Playground checkpoint"):
+        Trainer.from_checkpoint(other)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Trainer))  # arbitrary objects are refused by weights_only=True
+    with pytest.raises(ValueError, match="not a MoE Playground checkpoint"):
+        Trainer.from_checkpoint(evil)
+
+
+def test_device_auto_and_missing_devices():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_language_model_refuses_non_causal_routers():
+    for router in ("expert_choice", "soft"):
+        cfg = ModelConfig(MoEConfig(d_model=16, n_experts=4, top_k=1, router=router), n_heads=2)
+        with pytest.raises(ValueError, match="non-causal"):
+            TinyMoELM(cfg, vocab_size=40)
+
+
+def test_language_model_trains_and_snapshots_per_character_experts():
+    cfg = ModelConfig(MoEConfig(d_model=16, n_experts=4, top_k=1, router="switch"), n_layers=2, context=32,
+                      n_heads=2)
+    t = Trainer(cfg, DataConfig(dataset="tokens", n_samples=500), TrainConfig(batch_size=4))
+    recs = t.step(5)
+    assert len(recs) == 5 and "accuracy" in recs[0]
+    snap = t.snapshot()
+    assert snap.task == "language" and len(snap.layers) == 2
+    assert snap.layers[0].probe_text_experts.shape == (len(snap.probe_text),)
+    assert len(snap.layers[0].top_tokens) == 4
+    assert snap.layers[0].group_expert_counts.shape == (4, 4)
+
+
+def test_dense_twin_has_the_active_width_of_the_moe():
+    dense = _trainer(ModelConfig(SMALL.moe, dense=True))
+    rec = dense.step(2)[-1]
+    assert "load_cv" not in rec
+    hidden = dense.model.ffns[0].mlp.w_out.in_features
+    assert hidden == SMALL.moe.top_k * SMALL.moe.expert_hidden
+
+
+def test_snapshot_routing_map_agrees_with_the_router():
+    t = _trainer()
+    t.step(20)
+    snap = t.snapshot(grid_size=16)
+    layer = snap.layers[0]
+    assert layer.grid_probs.shape == (16, 16, 4)
+    assert np.array_equal(layer.grid_top2[..., 0], layer.grid_probs.argmax(-1))
+    assert snap.grid_prediction.shape == (16, 16)
+    assert layer.kept_per_expert.sum() <= layer.tokens_per_expert.sum()
+    assert layer.capacity == 32  # ceil(1.0 * 2 * 64 / 4)
+    assert snap.parameters["total"] > snap.parameters["active"]
