@@ -1,0 +1,157 @@
+"""PlaygroundSession: one learner's live run — settings, trainer, a bounded timeline, and a status line.
+
+The Streamlit app keeps one of these per browser session (in st.session_state, never in a global cache)
+and calls tick() from a run_every fragment. Nothing here knows about Streamlit, so the whole loop — apply a
+control, reset when shapes change, time-box a chunk of steps, keep a timeline to scrub — is tested headless.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from moe_core.datasets import PointDataset
+from moe_core.settings import CONTROL_BY_FIELD, PlaygroundSettings
+from moe_core.snapshot import Snapshot
+from moe_core.trainer import Trainer
+
+TIMELINE_BYTES = 8_000_000  # per session: the timeline keeps as many snapshots as fit in this budget
+TIMELINE_MIN, TIMELINE_MAX = 10, 120
+
+# Server-wide cap on training chunks running at the same time. A full classroom then slows down evenly
+# instead of every session fighting for two cores at once. Not per-user state: a semaphore, set at import.
+TRAINING_SLOTS = threading.BoundedSemaphore(1)
+
+
+@dataclass
+class TickResult:
+    steps: int  # optimizer steps run in this tick
+    seconds: float  # wall time spent training (not waiting for a slot)
+    waited: float  # seconds spent waiting for a training slot
+
+
+class PlaygroundSession:
+    def __init__(self, settings: PlaygroundSettings | None = None, dataset: PointDataset | None = None):
+        self.settings = settings or PlaygroundSettings()
+        self.custom_dataset = dataset  # a user's CSV, kept across resets until cleared
+        self.running = False
+        self.notices: list[str] = []  # things the UI should tell the learner once
+        self._build()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        model, data, train = self.settings.to_configs()
+        dataset = self.custom_dataset if not self.settings.is_language else None
+        self.trainer = Trainer(model, data, train, dataset=dataset)
+        self.timeline: list[Snapshot] = []
+        self.last_tick: TickResult | None = None
+        self._record_snapshot()
+
+    def reset(self) -> None:
+        """Fresh weights from the same settings and seed (the same run again)."""
+        self.running = False
+        self._build()
+
+    def set_dataset(self, dataset: PointDataset | None) -> None:
+        self.custom_dataset = dataset
+        self.notices.append("Using your uploaded points; the model was reset." if dataset is not None
+                            else "Back to the generated data set; the model was reset.")
+        self.reset()
+
+    def apply(self, new: PlaygroundSettings) -> list[str]:
+        """Move to new settings: live when nothing structural changed, else a reset. Returns notices."""
+        notices: list[str] = []
+        resets = new.resets_from(self.settings)
+        if resets:
+            labels = ", ".join(CONTROL_BY_FIELD[f].label.lower() for f in resets)
+            self.settings = new
+            was_running = self.running
+            self._build()
+            self.running = was_running
+            notices.append(f"Changed {labels}: the model was reset and training starts again from step 0.")
+        else:
+            live = new.live_changes_from(self.settings)
+            trainer_changes = {k: v for k, v in live.items() if k != "steps_per_tick"}
+            if trainer_changes:
+                self.trainer.set_hyperparameters(**trainer_changes)  # validates before changing anything
+            self.settings = new
+        self.notices.extend(notices)
+        return notices
+
+    # -- training ----------------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.trainer.step_count
+
+    @property
+    def status(self) -> str:
+        if self.trainer.diverged:
+            return "diverged"
+        return "training" if self.running else "paused"
+
+    @property
+    def status_line(self) -> str:
+        if self.trainer.diverged:
+            return self.trainer.diverged
+        if self.running:
+            rate = ""
+            if self.last_tick and self.last_tick.seconds > 0:
+                rate = f" at {self.last_tick.steps / self.last_tick.seconds:.0f} steps/s"
+            return f"Training: step {self.step}{rate}."
+        return f"Paused at step {self.step}."
+
+    def tick(self, budget_s: float = 0.2, steps: int | None = None) -> TickResult:
+        """Run up to `steps` (default: steps_per_tick) optimizer steps within `budget_s`, then snapshot."""
+        steps = self.settings.steps_per_tick if steps is None else steps
+        t0 = time.perf_counter()
+        with TRAINING_SLOTS:
+            waited = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            records = self.trainer.run_for(budget_s, max_steps=steps) if steps > 0 else []
+            trained = time.perf_counter() - t1
+            if records or not self.timeline:
+                self._record_snapshot()
+        if self.trainer.diverged:
+            self.running = False
+        self.last_tick = TickResult(steps=len(records), seconds=trained, waited=waited)
+        return self.last_tick
+
+    def step_once(self) -> TickResult:
+        return self.tick(budget_s=0.0, steps=1)
+
+    # -- timeline ------------------------------------------------------------------------------------------
+    def _record_snapshot(self) -> None:
+        snap = self.trainer.snapshot()
+        _shrink(snap)
+        self.timeline.append(snap)
+        limit = self.timeline_limit(snap)
+        if len(self.timeline) > limit:  # thin the older half, always keep the first and the newest
+            half = len(self.timeline) // 2
+            self.timeline = self.timeline[:half][::2] + self.timeline[half:]
+
+    @staticmethod
+    def timeline_limit(snap: Snapshot) -> int:
+        size = sum(v.nbytes for layer in snap.layers for v in vars(layer).values() if isinstance(v, np.ndarray))
+        return int(min(TIMELINE_MAX, max(TIMELINE_MIN, TIMELINE_BYTES // max(1, size))))
+
+    @property
+    def latest(self) -> Snapshot:
+        return self.timeline[-1]
+
+    def at_step(self, step: int) -> Snapshot:
+        """The newest snapshot taken at or before `step` (the timeline slider)."""
+        best = self.timeline[0]
+        for snap in self.timeline:
+            if snap.step <= step:
+                best = snap
+        return best
+
+
+def _shrink(snap: Snapshot) -> None:
+    """Keep grids in float16: plenty for colours, half the memory of a long timeline."""
+    for layer in snap.layers:
+        if layer.grid_probs is not None:
+            layer.grid_probs = layer.grid_probs.astype(np.float16)
