@@ -1,0 +1,123 @@
+"""The live part of a page: transport buttons, the ticking fragment, status, metrics, timeline and views."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from moe_core.session import PlaygroundSession
+from moe_core.snapshot import Snapshot
+from moe_ui import views
+
+TICK_SECONDS = 0.5  # fragment interval; each tick trains for at most TRAIN_BUDGET_S, well under it
+TRAIN_BUDGET_S = 0.2
+
+
+def _toggle(sess: PlaygroundSession) -> None:
+    if not sess.trainer.diverged:
+        sess.running = not sess.running
+
+
+def _step(sess: PlaygroundSession) -> None:
+    sess.running = False
+    sess.step_once()
+
+
+def _reset(sess: PlaygroundSession) -> None:
+    sess.reset()
+
+
+def transport(sess: PlaygroundSession, key: str) -> None:
+    """Play / Pause, Step, Reset. Callbacks change state before the rerun: fast repeated clicks are safe."""
+    cols = st.columns(3)
+    label, icon = ("Pause", ":material/pause:") if sess.running else ("Play", ":material/play_arrow:")
+    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_toggle, args=(sess,), type="primary",
+                   disabled=sess.trainer.diverged is not None, width="stretch")
+    cols[1].button("Step", key=f"{key}_step", icon=":material/skip_next:", on_click=_step, args=(sess,),
+                   disabled=sess.trainer.diverged is not None, width="stretch")
+    cols[2].button("Reset", key=f"{key}_reset", icon=":material/restart_alt:", on_click=_reset, args=(sess,),
+                   width="stretch")
+
+
+def status(sess: PlaygroundSession) -> None:
+    if sess.status == "diverged":
+        st.error(sess.status_line, icon=":material/error:")
+    elif sess.status == "training":
+        st.success(sess.status_line, icon=":material/model_training:")
+    else:
+        st.info(sess.status_line, icon=":material/pause_circle:")
+
+
+def headline(snap: Snapshot, history) -> None:
+    cols = st.columns(5)
+    cols[0].metric("Step", f"{snap.step:,}")
+    quality = {"classification": ("Test accuracy", f"{snap.test_quality:.1%}"),
+               "regression": ("Test MSE", f"{snap.test_quality:.4f}"),
+               "language": ("Next-char accuracy", f"{snap.test_quality:.1%}")}[snap.task]
+    cols[1].metric(*quality)
+    last = history.iloc[-1] if len(history) else None
+    has_routing = last is not None and "max_vio" in history.columns
+    cols[2].metric("MaxVio", f"{last['max_vio']:.2f}" if has_routing else "–",
+                   help="max load / mean load - 1 on the last batch: 0 is perfectly balanced.")
+    cols[3].metric("Dropped", f"{last['dropped_frac']:.1%}" if has_routing else "–",
+                   help="Share of (token, expert) slots over capacity on the last batch.")
+    cols[4].metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
+
+
+def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
+    """While paused, a slider scrubs back through the kept snapshots; every view replays that step."""
+    if sess.running or len(sess.timeline) < 2:
+        return sess.latest
+    steps = [s.step for s in sess.timeline]
+    pick_key = f"{key}_timeline"
+    if st.session_state.get(pick_key) not in steps:
+        st.session_state[pick_key] = steps[-1]
+    step = st.select_slider("Timeline (step)", steps, key=pick_key,
+                            help="Scrub back through training; the views show the model at that step.")
+    return sess.at_step(step)
+
+
+def view_options(snap: Snapshot, key: str, default_views: list[str] | None = None,
+                 allowed: list[str] | None = None) -> tuple[list[str], dict, int]:
+    names = [v for v in views.available_views(snap) if allowed is None or v in allowed]
+    default = [v for v in (default_views or views.DEFAULT_VIEWS) if v in names] or names[:2]
+    chosen = st.multiselect("Views", names, default=default, format_func=views.VIEWS.get, key=f"{key}_views")
+    options: dict = {}
+    cols = st.columns(3)
+    if "routing_map" in chosen:
+        options["map_mode"] = cols[0].segmented_control(
+            "Routing map shows", ["top1", "second", "entropy", "prediction"], default="top1", key=f"{key}_mapmode",
+            format_func={"top1": "1st choice", "second": "2nd choice", "entropy": "gate entropy",
+                         "prediction": "prediction"}.get) or "top1"
+    if "curves" in chosen:
+        from moe_core.figures import METRIC_LABELS
+
+        options["curves"] = cols[1].multiselect("Curves", list(METRIC_LABELS), default=views.DEFAULT_CURVES,
+                                                format_func=METRIC_LABELS.get, key=f"{key}_curves")
+        options["log_y"] = cols[1].toggle("Log scale", key=f"{key}_logy")
+    layer = 0
+    if len(snap.layers) > 1:
+        layer = cols[2].segmented_control("Layer", list(range(len(snap.layers))), default=0, key=f"{key}_layer",
+                                          format_func=lambda i: f"layer {i + 1}") or 0
+    return chosen, options, layer
+
+
+def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None = None,
+              allowed_views: list[str] | None = None) -> None:
+    """The ticking fragment: train a time-boxed chunk, then redraw. No threads."""
+
+    @st.fragment(run_every=TICK_SECONDS if sess.running else None)
+    def tick() -> None:
+        if sess.running:
+            sess.tick(budget_s=TRAIN_BUDGET_S)
+        status(sess)
+        snap = timeline_pick(sess, key)
+        history = sess.trainer.history
+        headline(snap, history)
+        chosen, options, layer = view_options(snap, key, default_views, allowed_views)
+        views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)
+        if not sess.running and st.session_state.get(f"{key}_was_running"):
+            st.session_state[f"{key}_was_running"] = False
+            st.rerun()  # training stopped inside a tick (diverged): a full run redraws the buttons
+        st.session_state[f"{key}_was_running"] = sess.running
+
+    tick()

@@ -1,0 +1,76 @@
+"""Per-session state and the URL: one PlaygroundSession per browser session, never a global cache."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from moe_core.session import PlaygroundSession
+from moe_core.settings import CONTROLS, PlaygroundSettings
+
+HIDEABLE = {c.url for c in CONTROLS}
+
+
+def presenter_mode() -> bool:
+    """?present=1: larger type, controls collapsed (for a projector)."""
+    return str(st.query_params.get("present", "")).lower() in ("1", "true", "yes", "on")
+
+
+def hidden_controls() -> set[str]:
+    """?hide=router,experts hides those controls in a shared link (URL names, as TF Playground does)."""
+    raw = st.query_params.get("hide", "")
+    names = {part.strip() for part in str(raw).split(",") if part.strip()}
+    unknown = sorted(names - HIDEABLE)
+    if unknown:
+        note_once(f"hide: unknown control name(s) {', '.join(unknown)[:120]} ignored; "
+                  f"known names: {', '.join(sorted(HIDEABLE))}.")
+    return names & HIDEABLE
+
+
+def note_once(message: str) -> None:
+    st.session_state.setdefault("_notes", [])
+    if message not in st.session_state["_notes"]:
+        st.session_state["_notes"].append(message)
+
+
+def get_session(key: str = "play", from_url: bool = True) -> PlaygroundSession:
+    """This browser session's run; created on first use from the URL's parameters (with warnings)."""
+    if key not in st.session_state:
+        settings = PlaygroundSettings()
+        if from_url:
+            settings, warnings = PlaygroundSettings.from_query_params(dict(st.query_params.to_dict()))
+            for w in warnings:
+                note_once(w)
+        st.session_state[key] = PlaygroundSession(settings)
+    return st.session_state[key]
+
+
+def sync_url(settings: PlaygroundSettings) -> None:
+    """Write the non-default settings to the address bar, keeping the UI parameters (present, hide...)."""
+    keep = {k: v for k, v in st.query_params.to_dict().items() if k in ("present", "hide")}
+    wanted = {**settings.to_query_params(), **keep}
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def show_notes() -> None:
+    """Warnings collected this run (bad URL values, resets), shown once each."""
+    for message in st.session_state.pop("_notes", []):
+        st.warning(message, icon=":material/info:")
+
+
+def present_css() -> None:
+    if presenter_mode():
+        st.html(
+            "<style>html, body, [data-testid='stAppViewContainer'] {font-size: 20px;}"
+            " h1 {font-size: 2.6rem;} [data-testid='stMetricValue'] {font-size: 2.2rem;}</style>"
+        )
+
+
+def share_url(settings: PlaygroundSettings) -> str:
+    """The address of this page with the current settings as query parameters."""
+    from urllib.parse import urlencode
+
+    base = (st.context.url or "").split("?")[0]
+    query = urlencode({**settings.to_query_params(),
+                       **{k: v for k, v in st.query_params.to_dict().items() if k in ("present", "hide")}})
+    return f"{base}?{query}" if query else base

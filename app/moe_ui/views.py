@@ -1,0 +1,89 @@
+"""Lay out the views of one snapshot. Every figure comes from a pure builder in moe_core.figures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from moe_core import figures
+from moe_core.snapshot import Snapshot
+from moe_core.views import VIEW_TITLES
+
+VIEWS = VIEW_TITLES
+DEFAULT_VIEWS = ["routing_map", "load", "buffers", "curves"]
+DEFAULT_CURVES = ["task_loss", "max_vio", "dropped_frac"]
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def available_views(snap: Snapshot) -> list[str]:
+    views = list(VIEWS)
+    if snap.task == "language":
+        views.remove("routing_map")
+    else:
+        views.remove("language")
+    return views
+
+
+def chart(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, width="stretch")
+
+
+def builders(snap: Snapshot, history: pd.DataFrame, layer: int = 0,
+             options: dict | None = None) -> dict[str, Callable[[], go.Figure]]:
+    """One zero-argument figure builder per view (nothing is built until called)."""
+    o = options or {}
+    return {
+        "routing_map": lambda: figures.routing_map(snap, layer=layer, mode=o.get("map_mode", "top1")),
+        "load": lambda: figures.expert_load(snap, layer=layer),
+        "buffers": lambda: figures.capacity_buffers(snap, layer=layer),
+        "probabilities": lambda: figures.router_probabilities(snap, layer=layer),
+        "curves": lambda: figures.training_curves(history, o.get("curves", DEFAULT_CURVES), log_y=o.get("log_y", False)),
+        "specialization": lambda: figures.specialization(snap, layer=layer),
+        "cost": lambda: figures.sparsity_cost(snap),
+        "language": lambda: figures.top_tokens_figure(snap, layer=layer),
+    }
+
+
+def render_view(name: str, snap: Snapshot, history: pd.DataFrame, key: str, layer: int = 0,
+                options: dict | None = None) -> None:
+    layer = min(layer, max(0, len(snap.layers) - 1))
+    if not snap.layers and name not in ("curves", "cost"):
+        st.info("The dense twin has no router: nothing to show here.")
+        return
+    if name == "language":
+        st.markdown(figures.probe_text_html(snap, layer=layer), unsafe_allow_html=True)
+    chart(builders(snap, history, layer, options)[name](), key)
+    if name == "specialization" and snap.top_k >= 2 and snap.router not in ("dense", "soft", "expert_choice"):
+        chart(figures.co_activation(snap, layer=layer), key + "_coact")
+
+
+def render_views(snap: Snapshot, history: pd.DataFrame, views: list[str], key_prefix: str, layer: int = 0,
+                 options: dict | None = None, columns: int = 2) -> None:
+    shown = [v for v in views if v in available_views(snap)]
+    for row_start in range(0, len(shown), columns):
+        cols = st.columns(columns)
+        for col, name in zip(cols, shown[row_start : row_start + columns], strict=False):
+            with col:
+                render_view(name, snap, history, key=f"{key_prefix}_{name}", layer=layer, options=options)
+
+
+def downloads(snap: Snapshot, history: pd.DataFrame, config: dict, key_prefix: str) -> None:
+    """Metrics CSV, config JSON and a figure as a self-contained HTML page, built only when clicked."""
+    cols = st.columns(3, vertical_alignment="bottom")
+    cols[0].download_button("Metrics (CSV)", lambda: history.to_csv(index=False).encode(), "moe_metrics.csv",
+                            "text/csv", key=f"{key_prefix}_dl_csv", icon=":material/table:", on_click="ignore")
+    cols[1].download_button("Config (JSON)", lambda: json.dumps(config, indent=2).encode(), "moe_config.json",
+                            "application/json", key=f"{key_prefix}_dl_json", icon=":material/settings:",
+                            on_click="ignore")
+    make = builders(snap, history)
+    names = available_views(snap) if snap.layers else ["curves", "cost"]
+    name = cols[2].selectbox("Figure to download", names, format_func=VIEWS.get, key=f"{key_prefix}_dl_pick")
+    if name:
+        cols[2].download_button("Figure (HTML)", lambda: make[name]().to_html(include_plotlyjs=True).encode(),
+                                f"moe_{name}.html", "text/html", key=f"{key_prefix}_dl_fig",
+                                icon=":material/image:", on_click="ignore")
+    st.caption("PNG: use the camera icon at the top right of any chart.")

@@ -1,0 +1,267 @@
+"""Lessons as data: one Markdown file per lesson in lessons/, validated here.
+
+A lesson file looks like this (a teacher edits it without touching Python):
+
+    +++
+    title = "Load balancing"
+    summary = "Without a balancing loss, routing collapses onto a few experts."
+    minutes = 12
+    +++
+
+    # Collapse
+    ```step
+    preset = { dataset = "spirals", n_experts = 8, top_k = 2, aux_loss_coef = 0.0 }
+    unlocked = ["aux_loss_coef"]            # controls the learner may touch (settings field names)
+    highlight = ["aux_loss_coef"]           # the control to point at
+    views = ["load", "curves"]              # views shown (moe_core.views.VIEW_TITLES)
+    try = "Press Play, then raise the balancing loss to 0.01."
+    code = "moe_core.metrics.load_balancing_loss"   # printed in "show the code"
+    budget = 1500                           # steps the observation needs
+
+    [check]                                 # optional multiple-choice question
+    question = "What does MaxVio measure?"
+    options = ["...", "...", "..."]
+    answer = 1                              # index into options
+    explain = "Why the answer is right."
+
+    [[observe]]                             # a claim the text makes; a test runs it headlessly
+    what = "MaxVio without balancing is at least 3x MaxVio with it"
+    metric = "max_vio"
+    run = { aux_loss_coef = 0.0 }           # changes to the preset for the measured run
+    against = { aux_loss_coef = 0.01 }      # the run it is compared with (for ratio/greater/less)
+    expect = { ratio_at_least = 3.0 }
+    seeds = [0, 1, 2]
+    ```
+    Markdown prose of the step, with LaTeX: $C = \\lceil cf \\cdot k \\cdot T / E \\rceil$.
+
+Every error names the file, the step and the field.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from moe_core.settings import CONTROL_BY_FIELD, PlaygroundSettings
+from moe_core.views import VIEW_TITLES
+
+LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+METRICS = ("max_vio", "load_cv", "dropped_frac", "router_entropy", "usage_entropy", "task_loss", "aux_loss",
+           "test_quality", "mutual_information", "regime_ownership", "active_fraction", "distinct_owners")
+EXPECTATIONS = ("at_least", "at_most", "ratio_at_least", "ratio_at_most", "greater_than_against",
+                "less_than_against")
+STEP_KEYS = {"preset", "unlocked", "highlight", "views", "try", "code", "budget", "check", "observe"}
+_STEP_BLOCK = re.compile(r"```step\s*\n(.*?)\n```", re.DOTALL)
+
+
+class LessonError(ValueError):
+    """A malformed lesson file: the message names file, step and field."""
+
+
+@dataclass(frozen=True)
+class Check:
+    question: str
+    options: list[str]
+    answer: int
+    explain: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    what: str
+    metric: str
+    expect: dict[str, Any]
+    run: dict[str, Any] = field(default_factory=dict)
+    against: dict[str, Any] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    text: str  # Markdown (with $LaTeX$)
+    preset: dict[str, Any]  # PlaygroundSettings fields
+    unlocked: list[str]
+    highlight: list[str]
+    views: list[str]
+    try_this: str
+    code: str  # dotted path of the moe_core function or class this step runs
+    budget: int  # training steps the step's observations need
+    check: Check | None
+    observe: list[Observation]
+
+    @property
+    def settings(self) -> PlaygroundSettings:
+        return PlaygroundSettings(**self.preset)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    slug: str  # file name without extension: the ?lesson= value
+    title: str
+    summary: str
+    minutes: int
+    steps: list[Step]
+    path: Path
+
+
+def load_lessons(directory: Path = LESSONS_DIR) -> list[Lesson]:
+    """Every lesson file (NN-name.md) in order; raises LessonError on the first malformed one."""
+    return [load_lesson(p) for p in sorted(directory.glob("[0-9][0-9]-*.md"))]
+
+
+def load_lesson(path: Path) -> Lesson:
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    where = path.name
+    match = re.match(r"\+\+\+\s*\n(.*?)\n\+\+\+\s*\n(.*)", text, re.DOTALL)
+    if not match:
+        raise LessonError(f"{where}: the file must start with a +++ TOML front matter block +++")
+    meta = _toml(match.group(1), f"{where}, front matter")
+    for key, kind in (("title", str), ("summary", str), ("minutes", int)):
+        if not isinstance(meta.get(key), kind):
+            raise LessonError(f"{where}, front matter, field '{key}': required, a {kind.__name__}")
+    chunks = re.split(r"^# (.+)$", match.group(2), flags=re.MULTILINE)
+    steps = [_step(where, i + 1, title.strip(), body) for i, (title, body) in enumerate(zip(chunks[1::2],
+                                                                                            chunks[2::2]))]
+    if not 1 <= len(steps) <= 12:
+        raise LessonError(f"{where}: a lesson needs 1 to 12 steps ('# Title' headings), found {len(steps)}")
+    return Lesson(slug=path.stem, title=meta["title"], summary=meta["summary"], minutes=meta["minutes"],
+                  steps=steps, path=path)
+
+
+def _toml(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise LessonError(f"{where}: not valid TOML ({err})") from None
+
+
+def _step(where: str, number: int, title: str, body: str) -> Step:
+    at = f"{where}, step {number} ('{title}')"
+    blocks = _STEP_BLOCK.findall(body)
+    if len(blocks) != 1:
+        raise LessonError(f"{at}: needs exactly one ```step block, found {len(blocks)}")
+    spec = _toml(blocks[0], at)
+    prose = _STEP_BLOCK.sub("", body).strip()
+    unknown = sorted(set(spec) - STEP_KEYS)
+    if unknown:
+        raise LessonError(f"{at}, field '{unknown[0]}': unknown; allowed fields are {sorted(STEP_KEYS)}")
+    preset = spec.get("preset", {})
+    if not isinstance(preset, dict):
+        raise LessonError(f"{at}, field 'preset': must be a table of settings")
+    for name in preset:
+        if name not in CONTROL_BY_FIELD:
+            raise LessonError(f"{at}, field 'preset.{name}': not a control; known: {sorted(CONTROL_BY_FIELD)}")
+    try:
+        settings = PlaygroundSettings(**preset)
+    except (ValueError, TypeError) as err:
+        raise LessonError(f"{at}, field 'preset': {err}") from None
+    if PlaygroundSettings.coerce(vars(settings))[0] != settings:
+        raise LessonError(f"{at}, field 'preset': an impossible combination (see the Playground's notes)")
+    lists = {}
+    for key, known in (("unlocked", CONTROL_BY_FIELD), ("highlight", CONTROL_BY_FIELD), ("views", VIEW_TITLES)):
+        value = spec.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise LessonError(f"{at}, field '{key}': must be a list of names")
+        for v in value:
+            if v not in known:
+                raise LessonError(f"{at}, field '{key}': '{v}' does not exist; known: {sorted(known)}")
+        lists[key] = value
+    if not lists["views"]:
+        raise LessonError(f"{at}, field 'views': name at least one view")
+    bad_highlight = sorted(set(lists["highlight"]) - set(lists["unlocked"]))
+    if bad_highlight:
+        raise LessonError(f"{at}, field 'highlight': {bad_highlight} must also be unlocked")
+    for key in ("try", "code"):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            raise LessonError(f"{at}, field '{key}': required, a non-empty string")
+    resolve_code(spec["code"], at)
+    budget = spec.get("budget", 0)
+    if not isinstance(budget, int) or not 0 <= budget <= 5000:
+        raise LessonError(f"{at}, field 'budget': a whole number of training steps from 0 to 5000")
+    check = _check(spec.get("check"), at)
+    observe = [_observation(o, f"{at}, observe[{i}]", preset) for i, o in enumerate(spec.get("observe", []))]
+    if observe and budget == 0:
+        raise LessonError(f"{at}, field 'budget': observations need a training budget > 0")
+    return Step(title=title, text=prose, preset=preset, unlocked=lists["unlocked"], highlight=lists["highlight"],
+                views=lists["views"], try_this=spec["try"], code=spec["code"], budget=budget, check=check,
+                observe=observe)
+
+
+def _check(spec: Any, at: str) -> Check | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise LessonError(f"{at}, field 'check': must be a table")
+    options = spec.get("options")
+    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
+        raise LessonError(f"{at}, field 'check.options': a list of at least 2 strings")
+    answer = spec.get("answer")
+    if not isinstance(answer, int) or not 0 <= answer < len(options):
+        raise LessonError(f"{at}, field 'check.answer': an index from 0 to {len(options) - 1}")
+    for key in ("question", "explain"):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            raise LessonError(f"{at}, field 'check.{key}': required, a non-empty string")
+    return Check(question=spec["question"], options=options, answer=answer, explain=spec["explain"])
+
+
+def _observation(spec: Any, at: str, preset: dict[str, Any]) -> Observation:
+    if not isinstance(spec, dict):
+        raise LessonError(f"{at}: must be a table")
+    if spec.get("metric") not in METRICS:
+        raise LessonError(f"{at}, field 'metric': one of {', '.join(METRICS)}")
+    expect = spec.get("expect")
+    if not isinstance(expect, dict) or len(expect) != 1 or next(iter(expect)) not in EXPECTATIONS:
+        raise LessonError(f"{at}, field 'expect': one of {', '.join(EXPECTATIONS)} with its value")
+    needs_against = next(iter(expect)) not in ("at_least", "at_most")
+    for key in ("run", "against"):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise LessonError(f"{at}, field '{key}': must be a table of settings")
+        try:
+            PlaygroundSettings(**{**preset, **value})
+        except (ValueError, TypeError) as err:
+            raise LessonError(f"{at}, field '{key}': {err}") from None
+    if needs_against and spec.get("against") is None:
+        raise LessonError(f"{at}, field 'against': '{next(iter(expect))}' compares with another run")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise LessonError(f"{at}, field 'seeds': a non-empty list of whole numbers")
+    if not isinstance(spec.get("what"), str):
+        raise LessonError(f"{at}, field 'what': required, the sentence the lesson claims")
+    return Observation(what=spec["what"], metric=spec["metric"], expect=expect, run=spec.get("run", {}),
+                       against=spec.get("against"), seeds=seeds)
+
+
+def resolve_code(dotted: str, at: str = "") -> Any:
+    """'moe_core.metrics.z_loss' -> the object, for the 'show the code' expander."""
+    parts = dotted.split(".")
+    if parts[0] != "moe_core":
+        raise LessonError(f"{at}, field 'code': must name something in moe_core, got '{dotted}'")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise LessonError(f"{at}, field 'code': '{dotted}' does not exist")
+
+
+def load_glossary(path: Path = LESSONS_DIR / "glossary.toml") -> dict[str, str]:
+    """Term -> one-paragraph definition (Markdown), in file order."""
+    data = _toml(path.read_text(encoding="utf-8"), path.name)
+    terms = data.get("terms", [])
+    return {t["term"]: t["definition"] for t in terms}

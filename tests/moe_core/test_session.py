@@ -1,0 +1,86 @@
+"""PlaygroundSession: ticks, live changes vs resets, the timeline, divergence, isolation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moe_core.session import TIMELINE_MAX, PlaygroundSession
+from moe_core.settings import PlaygroundSettings
+
+SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
+
+
+def test_tick_runs_at_most_steps_per_tick_and_snapshots():
+    s = PlaygroundSession(SMALL)
+    result = s.tick(budget_s=10.0)
+    assert result.steps == 5 and s.step == 5
+    assert s.latest.step == 5 and len(s.timeline) == 2  # step 0 and step 5
+
+
+def test_tick_is_time_boxed():
+    s = PlaygroundSession(PlaygroundSettings(**{**vars(SMALL), "steps_per_tick": 200}))
+    result = s.tick(budget_s=0.0)
+    assert result.steps == 1, "a zero budget still makes progress, one step at a time"
+
+
+def test_live_change_keeps_the_run_and_shape_change_resets_with_a_notice():
+    s = PlaygroundSession(SMALL)
+    s.tick(10.0)
+    notices = s.apply(PlaygroundSettings(**{**vars(SMALL), "capacity_factor": 1.0, "lr": 0.01}))
+    assert notices == [] and s.step == 5
+    s.tick(10.0)
+    assert s.trainer.last_infos[0].capacity == 32  # ceil(1.0 * 2 * 64 / 4)
+    notices = s.apply(PlaygroundSettings(**{**vars(SMALL), "n_experts": 8, "capacity_factor": 1.0, "lr": 0.01}))
+    assert s.step == 0 and len(notices) == 1 and "experts" in notices[0] and "reset" in notices[0]
+
+
+def test_same_settings_same_run_across_sessions():
+    a, b = PlaygroundSession(SMALL), PlaygroundSession(SMALL)
+    for _ in range(3):
+        a.tick(10.0)
+        b.tick(10.0)
+    ha, hb = a.trainer.history.drop(columns="step_ms"), b.trainer.history.drop(columns="step_ms")
+    assert ha.equals(hb)
+
+
+def test_two_sessions_do_not_share_state():
+    a = PlaygroundSession(SMALL)
+    b = PlaygroundSession(PlaygroundSettings(**{**vars(SMALL), "n_experts": 8, "router": "hash"}))
+    a.tick(10.0)
+    assert b.step == 0 and b.trainer.model is not a.trainer.model
+    assert a.latest.n_experts == 4 and b.latest.n_experts == 8
+
+
+def test_timeline_is_bounded_and_scrubbable():
+    s = PlaygroundSession(PlaygroundSettings(**{**vars(SMALL), "steps_per_tick": 1}))
+    for _ in range(TIMELINE_MAX + 50):
+        s.tick(10.0)
+    assert len(s.timeline) <= s.timeline_limit(s.latest)
+    steps = [snap.step for snap in s.timeline]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == s.step
+    middle = steps[len(steps) // 2]
+    assert s.at_step(middle).step == middle
+    assert s.at_step(middle + 0).grid_x is not None
+    assert s.latest.layers[0].grid_probs.dtype == np.float16
+
+
+def test_divergence_stops_the_session_with_a_reason():
+    s = PlaygroundSession(PlaygroundSettings(**{**vars(SMALL), "lr": 100.0, "steps_per_tick": 50}))
+    s.running = True
+    import torch
+
+    with torch.no_grad():
+        s.trainer.model.head.weight.fill_(float("inf"))
+    s.tick(10.0)
+    assert s.status == "diverged" and not s.running
+    assert "Training stopped" in s.status_line
+
+
+def test_bad_live_change_leaves_everything_as_it_was():
+    s = PlaygroundSession(SMALL)
+    s.tick(10.0)
+    before = s.settings
+    with pytest.raises(ValueError):
+        PlaygroundSettings(**{**vars(SMALL), "capacity_factor": -1.0})
+    assert s.settings == before and s.step == 5

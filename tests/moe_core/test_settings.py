@@ -1,0 +1,109 @@
+"""PlaygroundSettings: URL parsing never raises, warns specifically, and round-trips exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moe_core.settings import CONTROL_BY_URL, CONTROLS, PlaygroundSettings
+
+
+def test_defaults_make_an_empty_url():
+    assert PlaygroundSettings().to_query_params() == {}
+
+
+def test_good_url_values_are_used():
+    s, warnings = PlaygroundSettings.from_query_params(
+        {"experts": "16", "top_k": "4", "capacity": "1.25", "router": "noisy_topk", "lr": "0.01", "normalize": "0"}
+    )
+    assert warnings == []
+    assert (s.n_experts, s.top_k, s.capacity_factor, s.router, s.lr, s.normalize_topk) == (
+        16, 4, 1.25, "noisy_topk", 0.01, False)
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"experts": "abc"}, "not a number"),
+        ({"experts": "2.5"}, "not a whole number"),
+        ({"experts": "1e9"}, "out of range"),
+        ({"experts": "-3"}, "out of range"),
+        ({"capacity": "nan"}, "not a finite number"),
+        ({"capacity": "inf"}, "not a finite number"),
+        ({"capacity": "0"}, "out of range"),
+        ({"router": "magic"}, "not one of"),
+        ({"dataset": "../../etc/passwd"}, "not one of"),
+        ({"normalize": "maybe"}, "not true or false"),
+        ({"lr": "100000"}, "out of range"),
+        ({"whatever": "1"}, "Unknown URL parameter"),
+    ],
+)
+def test_bad_url_values_warn_specifically_and_fall_back(params, fragment):
+    s, warnings = PlaygroundSettings.from_query_params(params)
+    assert len(warnings) == 1 and fragment in warnings[0]
+    key = next(iter(params))
+    if key in CONTROL_BY_URL:
+        field = CONTROL_BY_URL[key].field
+        assert getattr(s, field) == getattr(PlaygroundSettings(), field), "falls back to the default"
+        assert key in warnings[0]
+
+
+def test_impossible_combinations_are_fixed_with_a_note():
+    s, warnings = PlaygroundSettings.from_query_params({"experts": "4", "top_k": "8"})
+    assert s.n_experts == 4 and s.top_k <= 4
+    assert any("more than the 4 experts" in w for w in warnings)
+    s, warnings = PlaygroundSettings.from_query_params({"router": "switch", "top_k": "3"})
+    assert s.top_k == 1 and any("exactly one expert" in w for w in warnings)
+    s, warnings = PlaygroundSettings.from_query_params({"dataset": "tokens", "router": "soft"})
+    assert s.router == "softmax_topk" and any("non-causal" in w for w in warnings)
+
+
+def test_huge_and_repeated_values_do_not_crash():
+    s, warnings = PlaygroundSettings.from_query_params({"seed": "9" * 10_000, "experts": ["4", "8"]})
+    assert s.n_experts == 8  # the last of repeated values
+    assert warnings and len(warnings[0]) < 300, "a huge value is shortened in the message"
+
+
+def test_shape_and_live_fields():
+    a = PlaygroundSettings()
+    b = PlaygroundSettings(n_experts=16, aux_loss_coef=0.1, capacity_factor=1.0)
+    assert b.resets_from(a) == ["n_experts"]
+    assert b.live_changes_from(a) == {"capacity_factor": 1.0, "aux_loss_coef": 0.1}
+
+
+def test_to_configs_language_uses_windows():
+    model, data, train = PlaygroundSettings(dataset="tokens", batch_size=256).to_configs()
+    assert data.dataset == "tokens" and train.batch_size == 4 and model.context == 64
+
+
+url_values = st.one_of(st.text(max_size=30), st.sampled_from(["nan", "inf", "-inf", "1e400", "none", "", "0", "-1",
+                                                                "1.0", "64", "65", "true", "spirals", "switch"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([c.url for c in CONTROLS] + ["junk", "present", "hide"]), url_values,
+                       max_size=8))
+def test_fuzz_url_parsing_never_raises_and_gives_valid_settings(params):
+    s, warnings = PlaygroundSettings.from_query_params(params)
+    assert isinstance(s, PlaygroundSettings)
+    assert s.top_k <= s.n_experts
+    assert all(isinstance(w, str) for w in warnings)
+    again, more = PlaygroundSettings.from_query_params(s.to_query_params())
+    assert again == s and more == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.builds(
+    PlaygroundSettings,
+    n_experts=st.integers(8, 64), top_k=st.integers(1, 8),
+    capacity_factor=st.one_of(st.none(), st.floats(0.25, 4.0)),
+    lr=st.floats(1e-5, 100.0), noise=st.floats(0, 1), aux_loss_coef=st.floats(0, 1),
+    seed=st.integers(0, 999_999),
+))
+def test_round_trip_is_exact(s):
+    again, warnings = PlaygroundSettings.from_query_params(s.to_query_params())
+    assert warnings == [] and again == s
+    assert math.isfinite(again.lr)
