@@ -127,8 +127,8 @@ def load_lesson(path: Path) -> Lesson:
         if not isinstance(meta.get(key), kind):
             raise LessonError(f"{where}, front matter, field '{key}': required, a {kind.__name__}")
     chunks = re.split(r"^# (.+)$", match.group(2), flags=re.MULTILINE)
-    steps = [_step(where, i + 1, title.strip(), body) for i, (title, body) in enumerate(zip(chunks[1::2],
-                                                                                            chunks[2::2]))]
+    pairs = zip(chunks[1::2], chunks[2::2], strict=True)  # re.split alternates heading, body
+    steps = [_step(where, i + 1, title.strip(), body) for i, (title, body) in enumerate(pairs)]
     if not 1 <= len(steps) <= 12:
         raise LessonError(f"{where}: a lesson needs 1 to 12 steps ('# Title' headings), found {len(steps)}")
     return Lesson(slug=path.stem, title=meta["title"], summary=meta["summary"], minutes=meta["minutes"],

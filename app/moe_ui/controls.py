@@ -205,7 +205,8 @@ def _csv_upload(sess: PlaygroundSession, prefix: str) -> None:
 
 
 def _apply_widgets(sess: PlaygroundSession, prefix: str) -> None:
-    values = {name: st.session_state.get(_key(prefix, name), getattr(sess.settings, name)) for name in settings_fields()}
+    state = st.session_state
+    values = {name: state.get(_key(prefix, name), getattr(sess.settings, name)) for name in settings_fields()}
     if not st.session_state.get(_key(prefix, "limit_capacity"), False):
         values["capacity_factor"] = None
     new, notes = PlaygroundSettings.coerce(values)

@@ -11,7 +11,7 @@ import torch
 from moe_core.config import MoEConfig
 from moe_core.datasets import DataConfig
 from moe_core.models import ModelConfig, TinyMoELM
-from moe_core.trainer import Trainer, TrainConfig, resolve_device
+from moe_core.trainer import TrainConfig, Trainer, resolve_device
 
 SMALL = ModelConfig(MoEConfig(d_model=16, n_experts=4, top_k=2, expert_hidden=16, capacity_factor=1.0))
 DATA = DataConfig(dataset="moons", n_samples=400)
