@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -113,10 +112,14 @@ class Trainer:
             self.model = self._build_model().to(self.device)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(tc.seed + 1)
         self.batch_generator = torch.Generator(device=self.device).manual_seed(tc.seed + 2)
-        for layer in moe_layers(self.model):
+        self.moe_layers = moe_layers(self.model)
+        for layer in self.moe_layers:
             layer.router.generator = self.noise_generator
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        self._good = [p.detach().clone() for p in self.model.parameters()]  # weights of the last finite step
+        # fused AdamW: one kernel for all parameters (the per-tensor loop cost more than the model's forward)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                           fused=self.device.type in ("cpu", "cuda"))
+        self.params = list(self.model.parameters())
+        self._good = [p.detach().clone() for p in self.params]  # weights of the last finite step
         self.step_count = 0
         self.diverged: str | None = None  # the reason, once training has stopped
         self.last_step_ms = 0.0
@@ -191,15 +194,15 @@ class Trainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self.params if p.grad is not None]
         clip = self.train_config.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"), foreach=True)
         if not torch.isfinite(norm):
             self._diverge(f"the gradients became {float(norm)} at step {self.step_count + 1}")
             return None
-        torch._foreach_copy_(self._good, [p.detach() for p in self.model.parameters()])
+        torch._foreach_copy_(self._good, [p.detach() for p in self.params])
         self.optimizer.step()
-        for layer in moe_layers(self.model):
+        for layer in self.moe_layers:
             layer.update_router_bias()
         self.step_count += 1
         self.last_infos = infos
@@ -210,7 +213,7 @@ class Trainer:
 
     def _diverge(self, what: str) -> None:
         """Stop, and put back the weights of the last step whose loss and gradients were finite."""
-        torch._foreach_copy_([p.detach() for p in self.model.parameters()], self._good)
+        torch._foreach_copy_([p.detach() for p in self.params], self._good)
         self.optimizer.zero_grad(set_to_none=True)
         self.diverged = (
             f"Training stopped: {what}. The weights of the last good step are kept. Lower the learning rate "
@@ -218,25 +221,27 @@ class Trainer:
         )
 
     def _record(self, loss, task_loss, quality, infos: list[RoutingInfo]) -> dict[str, float]:
+        """One row of metrics. Everything is gathered into one tensor and read back with a single sync."""
         E = self.n_experts
         z = [i.losses["z"] for i in infos if "z" in i.losses]
-        scalars = torch.stack([loss.detach(), task_loss.detach(), (loss - task_loss).detach(), quality,
-                               torch.stack(z).mean().detach() if z else torch.zeros((), device=self.device)])
-        loss_v, task_v, aux_v, quality_v, z_v = scalars.tolist()
-        rec: dict[str, float] = {"step": self.step_count, "loss": loss_v, "task_loss": task_v, "aux_loss": aux_v,
-                                 "z_loss": z_v}
-        rec["mse" if self.task == "regression" else "accuracy"] = quality_v
+        zero = torch.zeros((), device=self.device)
+        parts = [loss.detach(), task_loss.detach(), (loss - task_loss).detach(), quality,
+                 torch.stack(z).mean().detach() if z else zero]
         if infos:
-            loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0).cpu()  # (E,)
-            dropped = sum(int(i.dropped.sum()) for i in infos) / max(1, sum(int(i.selected.sum()) for i in infos))
-            rec.update(
-                load_cv=metrics.load_cv(loads),
-                max_vio=metrics.max_violation(loads),
-                dropped_frac=dropped,
-                router_entropy=float(np.mean([metrics.router_entropy(i.router_probs) for i in infos])),
-                usage_entropy=metrics.usage_entropy(loads),
-            )
-            rec.update({f"load_{e}": float(loads[e]) for e in range(E)})
+            loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0)  # (E,) mean over layers
+            dropped = sum(i.dropped.sum() for i in infos) / sum(i.selected.sum() for i in infos).clamp_min(1)
+            p = torch.stack([i.router_probs for i in infos])  # (L, T, E)
+            entropy = -(p * torch.log(p + 1e-9)).sum(-1).mean()  # mean per-token router entropy, nats
+            parts += [dropped.float(), entropy.float(), *loads]
+        values = torch.stack([v.float() for v in parts]).tolist()
+        rec: dict[str, float] = {"step": self.step_count, "loss": values[0], "task_loss": values[1],
+                                 "aux_loss": values[2], "z_loss": values[4]}
+        rec["mse" if self.task == "regression" else "accuracy"] = values[3]
+        if infos:
+            load = torch.tensor(values[7:])
+            rec.update(load_cv=metrics.load_cv(load), max_vio=metrics.max_violation(load), dropped_frac=values[5],
+                       router_entropy=values[6], usage_entropy=metrics.usage_entropy(load))
+            rec.update({f"load_{e}": values[7 + e] for e in range(E)})
         rec["step_ms"] = self.last_step_ms
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
         return rec
@@ -270,7 +275,7 @@ class Trainer:
         new_train = TrainConfig(**{**asdict(self.train_config), **train_changes})  # validates
         self.model_config = ModelConfig(**{**{f.name: getattr(self.model_config, f.name)
                                               for f in fields(ModelConfig)}, "moe": new_moe})
-        for layer in moe_layers(self.model):
+        for layer in self.moe_layers:
             layer.set_hyperparameters(**changes)
         self.train_config = new_train
         for group in self.optimizer.param_groups:

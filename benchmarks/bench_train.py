@@ -1,0 +1,78 @@
+"""Training speed: full optimizer steps per second, MoE vs its dense twin, measured side by side.
+
+    .venv/bin/python benchmarks/bench_train.py [--rounds 7] [--steps 200] [--threads 1]
+
+Configs: the Playground's default 2-D model (spirals, batch 256, 8 experts, top-2, d=64) and the default
+language model (tokens, 4 windows x 64 characters, 8 experts, top-2, d=64), each next to the dense twin
+whose SwiGLU has the same active width (k x h). Rounds alternate MoE and dense in shuffled order; the
+ratio is the median of per-round ratios, so a busy machine slows both sides of a pair alike.
+Targets (issue #3): MoE step <= 2x the dense step; the 2-D default >= 300 steps/s on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import time
+
+import torch
+
+from moe_core.settings import PlaygroundSettings
+from moe_core.trainer import Trainer
+
+CONFIGS = {
+    "2-D default (spirals)": PlaygroundSettings(),
+    "language default (tokens)": PlaygroundSettings(dataset="tokens"),
+}
+
+
+def make(settings: PlaygroundSettings, dense: bool) -> Trainer:
+    model, data, train = settings.to_configs()
+    if dense:
+        model = type(model)(**{**vars(model), "dense": True})
+    return Trainer(model, data, train)
+
+
+def steps_per_second(trainer: Trainer, steps: int) -> float:
+    t0 = time.perf_counter()
+    trainer.step(steps)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"machine: {cpu}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
+          f"{args.rounds} rounds x {args.steps} steps\n")
+    print("| config | MoE steps/s | dense twin steps/s | MoE step / dense step | targets |")
+    print("|---|---|---|---|---|")
+    for name, settings in CONFIGS.items():
+        trainers = {"moe": make(settings, False), "dense": make(settings, True)}
+        for t in trainers.values():
+            t.step(20)  # warm up
+        rates: dict[str, list[float]] = {"moe": [], "dense": []}
+        ratios = []
+        for _ in range(args.rounds):
+            order = list(trainers)
+            random.shuffle(order)
+            got = {k: steps_per_second(trainers[k], args.steps) for k in order}
+            for k, v in got.items():
+                rates[k].append(v)
+            ratios.append(got["dense"] / got["moe"])  # time per MoE step / time per dense step
+        moe, dense, ratio = statistics.median(rates["moe"]), statistics.median(rates["dense"]), statistics.median(ratios)
+        targets = [f"ratio <= 2: {'PASS' if ratio <= 2 else 'FAIL'}"]
+        if name.startswith("2-D"):
+            targets.append(f">= 300 steps/s: {'PASS' if moe >= 300 else 'FAIL'}")
+        print(f"| {name} | {moe:.0f} | {dense:.0f} | {ratio:.2f} | {'; '.join(targets)} |")
+
+
+if __name__ == "__main__":
+    main()
