@@ -226,6 +226,8 @@ def parse_value(control: Control, raw: Any) -> tuple[Any, str | None]:
     except (TypeError, ValueError):
         return None, "not a number"
     if not math.isfinite(number):
+        if isinstance(text, str) and not any(w in text.lower() for w in ("inf", "nan")):
+            return None, f"out of range (allowed {describe_range(c)})"  # digits too many for a float
         return None, "not a finite number"
     if c.kind == "int":
         if not number.is_integer():
