@@ -46,7 +46,8 @@ class SwiGLUExperts(nn.Module):
             offs = torch.cumsum(counts, 0).to(torch.int32)  # (E,) end of each expert's block
             h = F.grouped_mm(x_sorted, self.w_in, offs=offs)  # (N, 2h)
             gate, up = h.chunk(2, dim=-1)
-            return F.grouped_mm((F.silu(gate) * up).contiguous(), self.w_out, offs=offs)  # (N, d)
+            out = F.grouped_mm((F.silu(gate) * up).contiguous(), self.w_out, offs=offs)  # (N, d)
+            return _ContiguousGrad.apply(out)
         w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
         outs = []
         for e, xe in enumerate(x_sorted.split(counts.tolist())):
@@ -71,6 +72,19 @@ class SwiGLUExperts(nn.Module):
             and self.d_model % 4 == 0
             and self.hidden % 4 == 0
         )
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous: grouped_mm's CPU backward rejects
+    expanded (stride-0) gradients such as the one `out.sum().backward()` sends (performance-anchors.md)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
 
 
 class SwiGLU(nn.Module):

@@ -191,3 +191,13 @@ def test_losses_that_apply_per_router():
         for v in info.losses.values():
             assert v.requires_grad
         assert not info.router_probs.requires_grad and not info.combine_weights.requires_grad
+
+
+def test_experts_accept_an_expanded_gradient():
+    # grouped_mm's CPU backward rejects stride-0 gradients; .sum().backward() sends exactly that
+    from moe_core.experts import SwiGLUExperts
+
+    experts = SwiGLUExperts(4, 16, 8)
+    x = torch.randn(10, 16, requires_grad=True)
+    experts(x, torch.tensor([3, 0, 4, 3])).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
