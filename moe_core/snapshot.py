@@ -151,7 +151,7 @@ def _language_snapshot(trainer: Trainer) -> Snapshot:
     from moe_core.datasets import probe_text
 
     cfg, S = trainer.model_config.moe, trainer.model_config.context
-    n_windows = 8
+    n_windows = max(1, min(8, len(trainer.test_ids) // (S + 1)))
     windows = trainer.test_ids[: n_windows * (S + 1)].view(n_windows, S + 1)
     domains = trainer.domain_ids[trainer.test_offset : trainer.test_offset + n_windows * (S + 1)]
     domains = domains.view(n_windows, S + 1)[:, :-1]

@@ -43,14 +43,13 @@ class TrainConfig:
     history_limit: int = 2000  # rows kept in `history`; older rows are thinned, never an unbounded list
 
     def __post_init__(self) -> None:
-        checks = {"lr": (0.0, 100.0), "weight_decay": (0.0, 1.0), "grad_clip": (0.0, 1e6)}
-        for name, (low, high) in checks.items():
+        checks = {"lr": (0.0, 100.0, "("), "weight_decay": (0.0, 1.0, "["), "grad_clip": (0.0, 1e6, "[")}
+        for name, (low, high, bracket) in checks.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
-                raise ValueError(f"{name}={v!r} is out of range: allowed a number in [{low:g}, {high:g}]")
-            if name == "lr" and v == 0:
-                raise ValueError("lr=0 is out of range: allowed a number in (0, 100]")
-        for name, low, high in (("batch_size", 1, 8192), ("seed", 0, 2**31 - 1), ("threads", 1, 256),
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= high
+            if not ok or (bracket == "(" and v == low):
+                raise ValueError(f"{name}={v!r} is out of range: allowed a number in {bracket}{low:g}, {high:g}]")
+        for name, low, high in (("batch_size", 1, 8192), ("seed", 0, 2**32 - 1), ("threads", 1, 256),
                                 ("history_limit", 10, 1_000_000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
@@ -103,6 +102,11 @@ class Trainer:
             self.task = "language"
             self.stream = make_token_stream(self.data_config.seed, n_chars=self.data_config.n_samples * 100)
             cut = int(len(self.stream.ids) * 0.9)
+            if len(self.stream.ids) - cut < self.model_config.context + 1:
+                raise ValueError(
+                    f"n_samples={self.data_config.n_samples} gives {len(self.stream.ids)} characters, too few for "
+                    f"a held-out window of context {self.model_config.context}: allowed at least "
+                    f"{(self.model_config.context + 1) * 10 // 100 + 1} samples")
             ids = torch.as_tensor(self.stream.ids, device=self.device)
             self.train_ids, self.test_ids = ids[:cut], ids[cut:]
             self.domain_ids = torch.as_tensor(self.stream.domain_ids, device=self.device)
@@ -217,7 +221,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.diverged = (
             f"Training stopped: {what}. The weights of the last good step are kept. Lower the learning rate "
-            f"(now {self.optimizer.param_groups[0]['lr']:g}) or the loss coefficients, then press Reset."
+            f"(now {self.optimizer.param_groups[0]['lr']:g}) or the loss coefficients and start again."
         )
 
     def _record(self, loss, task_loss, quality, infos: list[RoutingInfo]) -> dict[str, float]:

@@ -68,9 +68,11 @@ def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
     if sess.running or len(sess.timeline) < 2:
         return sess.latest
     steps = [s.step for s in sess.timeline]
-    pick_key = f"{key}_timeline"
-    if st.session_state.get(pick_key) not in steps:
+    pick_key, latest_key = f"{key}_timeline", f"{key}_timeline_latest"
+    following = st.session_state.get(pick_key) == st.session_state.get(latest_key)
+    if following or st.session_state.get(pick_key) not in steps:  # at the newest step: stay with it
         st.session_state[pick_key] = steps[-1]
+    st.session_state[latest_key] = steps[-1]
     step = st.select_slider("Timeline (step)", steps, key=pick_key,
                             help="Scrub back through training; the views show the model at that step.")
     return sess.at_step(step)

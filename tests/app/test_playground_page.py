@@ -186,3 +186,18 @@ def test_language_mode_shows_characters_by_expert():
     views.set_value(["language", "specialization"]).run()
     assert not at.exception
     assert any("<span" in m.value for m in at.markdown)
+
+
+def test_repeated_steps_show_the_newest_step_and_the_timeline_scrubs_back():
+    at = fresh()
+    for n in range(1, 4):
+        at.button(key="play_step").click().run()
+        assert metric(at, "Step") == str(n)
+    timeline = next(s for s in at.select_slider if s.key == "play_timeline")
+    timeline.set_value(1).run()
+    assert metric(at, "Step") == "1", "the views replay the chosen step"
+    at.button(key="play_step").click().run()
+    assert metric(at, "Step") == "1", "a scrubbed-back timeline stays where the learner put it"
+    timeline = next(s for s in at.select_slider if s.key == "play_timeline")
+    timeline.set_value(4).run()
+    assert metric(at, "Step") == "4"

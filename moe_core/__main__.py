@@ -1,0 +1,5 @@
+"""`python -m moe_core ...`: the moe-playground command line."""
+
+from moe_core.cli import main
+
+raise SystemExit(main())
