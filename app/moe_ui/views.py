@@ -29,7 +29,7 @@ def available_views(snap: Snapshot) -> list[str]:
 
 
 def chart(fig: go.Figure, key: str) -> None:
-    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, width="stretch")
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, width="stretch", theme=None)
 
 
 def builders(snap: Snapshot, history: pd.DataFrame, layer: int = 0,

@@ -1,0 +1,111 @@
+"""Training curves: one panel per chosen metric of Trainer.history, sharing the step axis."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from moe_core.figures.common import axis_id, grid_axes, make_figure, message_figure, panel_title
+from moe_core.figures.palette import expert_colors, expert_name, layout_dict
+
+# readable names of the history columns, for the panels and for the UI's metric picker
+METRIC_LABELS: dict[str, str] = {
+    "loss": "loss (task + aux)",
+    "task_loss": "task loss",
+    "aux_loss": "auxiliary loss",
+    "z_loss": "router z-loss",
+    "accuracy": "accuracy",
+    "mse": "mean squared error",
+    "load_cv": "load CV",
+    "max_vio": "MaxVio",
+    "dropped_frac": "dropped fraction",
+    "router_entropy": "router entropy (nats)",
+    "usage_entropy": "usage entropy (nats)",
+    "load": "tokens per expert",  # every load_e column, one line per expert in its colour
+    "step_ms": "ms per step",
+    "lr": "learning rate",
+}
+LINE_COLOR = "#333333"  # scalar metrics stay grey: colour means "expert" everywhere in the app
+MAX_ROWS = 4000  # longer histories are thinned evenly before drawing
+PANEL_PX = 170  # height per panel when several are stacked
+ENTROPY_METRICS = ("router_entropy", "usage_entropy")
+
+
+def metric_label(name: str) -> str:
+    """The readable name of a history column (the column itself when unknown)."""
+    return METRIC_LABELS.get(name, name)
+
+
+def load_columns(history: pd.DataFrame) -> list[str]:
+    """The load_0 .. load_{E-1} columns, in expert order."""
+    cols = [c for c in history.columns if c.startswith("load_") and c[5:].isdigit()]
+    return sorted(cols, key=lambda c: int(c[5:]))
+
+
+def _present(history: pd.DataFrame, metrics: list[str]) -> list[str]:
+    out = []
+    for m in metrics:
+        if m in out:
+            continue
+        if (m == "load" and load_columns(history)) or (m != "load" and m in history.columns):
+            out.append(m)
+    return out
+
+
+def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = False) -> go.Figure:
+    """One panel per metric (a single panel for one metric), all sharing x = step.
+
+    metrics: history column names (see METRIC_LABELS), plus "load" for one line per expert; names missing from
+    the frame are skipped. An empty frame gives an empty figure saying "no steps yet".
+    """
+    title = "Training curves"
+    if history is None or len(history) == 0:
+        return message_figure(title, "No steps yet: press Train to start.")
+    shown = _present(history, list(metrics))
+    if not shown:
+        return message_figure(title, "None of the chosen metrics has been recorded yet.")
+    if len(history) > MAX_ROWS:
+        history = history.iloc[np.linspace(0, len(history) - 1, MAX_ROWS).round().astype(int)]
+    x = history["step"].to_numpy() if "step" in history.columns else np.arange(len(history))
+    n = len(shown)
+    height = 360 if n == 1 else min(960, 110 + PANEL_PX * n)
+    vspace = min(0.12, 45.0 / height)
+    axes = grid_axes(n, 1, vspace=vspace, shared_x=True)
+    data, annotations, shapes = [], [], []
+    n_experts = len(load_columns(history))
+    for i, m in enumerate(shown):
+        xa, ya = f"x{axis_id(i)}", f"y{axis_id(i)}"
+        if m == "load":
+            cols = load_columns(history)
+            colors = expert_colors(min(len(cols), 256))
+            for e, c in enumerate(cols[:256]):
+                data.append(dict(type="scatter", x=x, y=history[c].to_numpy(), mode="lines", name=expert_name(e),
+                                 line=dict(color=colors[e], width=1.8), xaxis=xa, yaxis=ya, legendgroup="experts",
+                                 legendgrouptitle=dict(text="tokens per expert") if e == 0 else None,
+                                 hovertemplate=f"{expert_name(e)}: %{{y:.1f}} tokens at step %{{x}}<extra></extra>"))
+        else:
+            data.append(dict(type="scatter", x=x, y=history[m].to_numpy(), mode="lines", name=metric_label(m),
+                             line=dict(color=LINE_COLOR, width=2), xaxis=xa, yaxis=ya, showlegend=False,
+                             hovertemplate=f"{metric_label(m)}: %{{y:.4g}} at step %{{x}}<extra></extra>"))
+            if m in ENTROPY_METRICS and n_experts > 1:
+                top = math.log(n_experts)
+                shapes.append(dict(type="line", xref=f"{xa} domain", x0=0, x1=1, yref=ya, y0=top, y1=top,
+                                   line=dict(color="#888", width=1.5, dash="dot")))
+                annotations.append(dict(text=f"ln {n_experts} = {top:.2f} (uniform)", xref=f"{xa} domain", x=1.0,
+                                        xanchor="right", yref=ya, y=top, yanchor="bottom", showarrow=False,
+                                        font=dict(size=13, color="#666")))
+        if n > 1:
+            annotations.append(panel_title(metric_label(m), axes[f"xaxis{axis_id(i)}"], axes[f"yaxis{axis_id(i)}"]))
+    layout = layout_dict(title if n > 1 else f"Training curve: {metric_label(shown[0])}", height)
+    layout.update(axes)
+    for i, m in enumerate(shown):
+        ya = layout[f"yaxis{axis_id(i)}"]
+        ya.update(type="log" if log_y else "linear", automargin=True)
+        if n == 1:
+            ya["title"] = dict(text=metric_label(m))
+    layout[f"xaxis{axis_id(n - 1)}"]["title"] = dict(text="step")
+    layout.update(annotations=annotations, shapes=shapes, hovermode="closest")
+    return make_figure(data, layout)

@@ -1,0 +1,79 @@
+"""Expert load: how many tokens of the last training batch each expert received, kept vs dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from moe_core.figures.common import get_layer, make_figure
+from moe_core.figures.palette import (
+    DROPPED_COLOR,
+    expert_colors,
+    expert_ticks,
+    join_parts,
+    layer_label,
+    layout_dict,
+)
+from moe_core.snapshot import Snapshot
+
+HEIGHT = 420
+DROPPED_FILL = "#BDBDBD"  # grey bar, hatched in dark grey: the tokens an expert had no room for
+FAIR_COLOR = "#333333"
+
+
+def _line(y: float, E: int, name: str, dash: str, color: str) -> dict:
+    return dict(type="scatter", x=[-0.5, E - 0.5], y=[y, y], mode="lines", name=name, hoverinfo="name",
+                line=dict(color=color, width=2.5, dash=dash))
+
+
+def _label(text: str, y: float, left: bool, color: str) -> dict:
+    """A small label sitting on a horizontal line, at its left or right end."""
+    return dict(text=text, x=0.0 if left else 1.0, xref="x domain", y=y, yref="y", xanchor="left" if left else "right",
+                yanchor="bottom", showarrow=False, font=dict(size=14, color=color), bgcolor="rgba(255,255,255,0.8)")
+
+
+def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
+    """Bars per expert of the tokens routed to it in the last training batch: kept (expert colour) stacked under
+    dropped (grey, hatched), with the capacity C (absent when dropless) and the fair share k·T/E as lines."""
+    view = get_layer(snap, layer)
+    tokens = np.asarray(view.tokens_per_expert, dtype=np.int64)
+    kept = np.asarray(view.kept_per_expert, dtype=np.int64)
+    dropped = tokens - kept
+    E = len(tokens)
+    x = np.arange(E)
+    total, n_dropped = int(tokens.sum()), int(dropped.sum())
+    fair = total / E if E else 0.0
+    custom = np.stack([tokens, kept, dropped], axis=-1)
+    hover = "E%{x}: %{customdata[0]} routed, %{customdata[1]} kept, %{customdata[2]} dropped<extra></extra>"
+    data = [
+        dict(type="bar", x=x, y=kept, name="kept (colour = expert)", customdata=custom, hovertemplate=hover,
+             marker=dict(color=expert_colors(E), line=dict(width=0))),
+        dict(type="bar", x=x, y=dropped, name="dropped (over capacity)", customdata=custom, hovertemplate=hover,
+             showlegend=view.capacity is not None,
+             marker=dict(color=DROPPED_FILL, line=dict(width=0),
+                         pattern=dict(shape="/", fgcolor="#555", solidity=0.3))),
+    ]
+    T, k = snap.batch_tokens, snap.top_k
+    fair_name = f"fair share k·T/E = {fair:.4g}" if total == k * T else f"fair share (slots / E) = {fair:.4g}"
+    annotations = []
+    if view.capacity is not None:
+        C = int(view.capacity)
+        data.append(_line(C, E, f"capacity C = {C}", "solid", DROPPED_COLOR))
+        annotations.append(_label(f"capacity C = {C}", C, True, DROPPED_COLOR))
+    data.append(_line(fair, E, fair_name, "dash", FAIR_COLOR))
+    annotations.append(_label(f"fair share = {fair:.4g}", fair, False, FAIR_COLOR))
+    pct = 100.0 * n_dropped / total if total else 0.0
+    title = f"Tokens routed to each expert: {n_dropped} dropped ({pct:.1f} %)" if n_dropped else \
+        "Tokens routed to each expert: none dropped"
+    if view.capacity is None:
+        title = "Tokens routed to each expert (dropless: none dropped)"
+    batch = f"last training batch: T = {T} tokens, k = {k} → {total} routed slots" if T else "last training batch"
+    layout = layout_dict(title, HEIGHT, join_parts(batch, layer_label(int(layer), len(snap.layers)),
+                                                   f"step {snap.step}"))
+    top = max(float(tokens.max()) if E else 0.0, float(view.capacity or 0), fair, 1.0)
+    layout.update(
+        barmode="stack", bargap=0.15, annotations=annotations,
+        xaxis=dict(title=dict(text="expert"), **expert_ticks(E)),
+        yaxis=dict(title=dict(text="tokens"), range=[0, top * 1.12], rangemode="tozero"),
+    )
+    return make_figure(data, layout)

@@ -1,0 +1,80 @@
+"""training_curves: panels per metric, missing metrics skipped, empty history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from figtools import all_text, arr, assert_valid
+
+from moe_core.figures.curves import METRIC_LABELS, training_curves
+from moe_core.figures.palette import UIREVISION, expert_colors
+
+TRAINER_COLUMNS = ["step", "loss", "task_loss", "aux_loss", "z_loss", "accuracy", "load_cv", "max_vio", "dropped_frac",
+                   "router_entropy", "usage_entropy", "step_ms", "lr"]
+
+
+def _history(n=30, E=4):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({c: rng.random(n) for c in TRAINER_COLUMNS})
+    df["step"] = np.arange(1, n + 1)
+    for e in range(E):
+        df[f"load_{e}"] = rng.random(n) * 100
+    return df
+
+
+def test_one_panel_per_metric_sharing_step():
+    df = _history()
+    fig = training_curves(df, ["loss", "max_vio", "dropped_frac"])
+    assert [t.name for t in fig.data] == ["loss (task + aux)", "MaxVio", "dropped fraction"]
+    assert [t.yaxis for t in fig.data] == ["y", "y2", "y3"]
+    np.testing.assert_array_equal(arr(fig.data[1].y), df["max_vio"])
+    np.testing.assert_array_equal(arr(fig.data[0].x), df["step"])
+    assert fig.layout.xaxis2.matches == "x" and fig.layout.xaxis3.title.text == "step"
+    assert {"MaxVio", "dropped fraction"} <= {a.text for a in fig.layout.annotations}
+    assert fig.layout.uirevision == UIREVISION
+    assert_valid(fig)
+
+
+def test_missing_metrics_are_skipped():
+    fig = training_curves(_history(), ["accuracy", "mse", "no_such_metric", "load_cv"])
+    assert [t.name for t in fig.data] == ["accuracy", "load CV"]
+
+
+def test_single_metric_is_one_panel_with_readable_title():
+    fig = training_curves(_history(), ["router_entropy"])
+    assert len(fig.data) == 1 and fig.data[0].yaxis == "y"
+    assert "router entropy (nats)" in fig.layout.title.text
+    assert fig.layout.yaxis.title.text == "router entropy (nats)"
+    assert any("ln 4" in a.text for a in fig.layout.annotations)  # the uniform ceiling, E from the load columns
+
+
+@pytest.mark.parametrize("df", [pd.DataFrame(), pd.DataFrame(columns=["step", "loss"]), None])
+def test_empty_history_says_no_steps_yet(df):
+    fig = training_curves(df, ["loss"])
+    assert len(fig.data) == 0 and "No steps yet" in all_text(fig)
+    assert_valid(fig)
+
+
+def test_no_recorded_metric_gives_a_message():
+    fig = training_curves(_history(), ["mse"])
+    assert len(fig.data) == 0 and "None of the chosen metrics" in all_text(fig)
+
+
+def test_load_draws_one_line_per_expert_in_its_colour():
+    fig = training_curves(_history(E=5), ["load"])
+    assert [t.name for t in fig.data] == [f"E{e}" for e in range(5)]
+    assert [t.line.color for t in fig.data] == expert_colors(5)
+
+
+def test_log_y_and_labels_for_the_picker():
+    fig = training_curves(_history(), ["loss", "lr"], log_y=True)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "log"
+    assert {"max_vio", "load_cv", "dropped_frac", "router_entropy", "load"} <= set(METRIC_LABELS)
+    assert set(TRAINER_COLUMNS) - {"step"} <= set(METRIC_LABELS)
+    assert METRIC_LABELS["max_vio"] == "MaxVio" and METRIC_LABELS["router_entropy"] == "router entropy (nats)"
+
+
+def test_long_histories_are_thinned():
+    fig = training_curves(_history(n=10_000), ["loss"])
+    assert len(arr(fig.data[0].x)) <= 4000

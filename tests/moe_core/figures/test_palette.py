@@ -1,0 +1,77 @@
+"""The expert palette and the common layout."""
+
+from __future__ import annotations
+
+import re
+
+import plotly.graph_objects as go
+import pytest
+
+from moe_core.figures.palette import (
+    FONT_SIZE,
+    UIREVISION,
+    base_layout,
+    colorscale,
+    expert_colors,
+    expert_name,
+    expert_ticks,
+    hex_to_rgb,
+    layout_dict,
+    text_color_on,
+    with_alpha,
+)
+
+OKABE_ITO_CHROMATIC = {"#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"}
+
+
+def test_colors_are_hex_distinct_and_prefix_stable():
+    all_ = expert_colors(256)
+    assert len(all_) == 256 and len(set(all_)) == 256
+    assert all(re.fullmatch(r"#[0-9A-F]{6}", c) for c in all_)
+    for n in (1, 2, 8, 12, 13, 64):
+        assert expert_colors(n) == all_[:n]  # expert e keeps its colour whatever E is
+
+
+def test_first_colors_are_colour_blind_aware_and_no_grey():
+    assert set(expert_colors(7)) == OKABE_ITO_CHROMATIC
+    for c in expert_colors(256):
+        r, g, b = hex_to_rgb(c)
+        assert max(r, g, b) - min(r, g, b) > 30, f"{c} is too grey: grey means dropped/empty in the views"
+
+
+@pytest.mark.parametrize("n", [0, 257, -1])
+def test_colors_reject_out_of_range(n):
+    with pytest.raises(ValueError, match="n_experts"):
+        expert_colors(n)
+
+
+def test_names_alpha_and_text_colour():
+    assert [expert_name(e) for e in range(3)] == ["E0", "E1", "E2"]
+    assert with_alpha("#0072B2", 0.5) == "rgba(0,114,178,0.5)"
+    assert with_alpha("#FFFFFF", 2) == "rgba(255,255,255,1)"
+    assert text_color_on("#F0E442") == "#111111" and text_color_on("#332288") == "#FFFFFF"
+
+
+def test_expert_ticks_thin_out_above_16():
+    assert expert_ticks(8)["tickvals"] == list(range(8))
+    t = expert_ticks(64)
+    assert len(t["tickvals"]) <= 16 and t["tickvals"][0] == 0 and t["ticktext"][1] == "E4"
+    assert t["range"] == [-0.5, 63.5]
+
+
+def test_base_layout_is_projector_readable_and_keeps_zoom():
+    fig = base_layout(go.Figure(), "A title", 380, "a subtitle")
+    go.Figure(layout=layout_dict("A title", 380, "a subtitle"))  # the plain-dict form validates too
+    assert fig.layout.font.size >= 14 and FONT_SIZE >= 14
+    assert fig.layout.title.text == "A title" and fig.layout.title.subtitle.text == "a subtitle"
+    assert fig.layout.uirevision == UIREVISION and fig.layout.showlegend is True and fig.layout.height == 380
+
+
+def test_colorscale_is_explicit_and_light_to_dark_for_blues():
+    scale = colorscale("Blues")
+    assert scale[0][0] == 0.0 and scale[-1][0] == 1.0
+    assert sum(hex_or_rgb(scale[0][1])) > sum(hex_or_rgb(scale[-1][1]))  # low = light (plotly.js' Blues is not)
+
+
+def hex_or_rgb(c: str) -> tuple[int, ...]:
+    return hex_to_rgb(c) if c.startswith("#") else tuple(int(v) for v in re.findall(r"\d+", c)[:3])
