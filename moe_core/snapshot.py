@@ -39,6 +39,9 @@ class LayerView:
     mutual_information: float  # nats, expert vs group, test set
     grid_probs: np.ndarray | None = None  # (Gy, Gx, E) router probabilities over the input plane
     grid_top2: np.ndarray | None = None  # (Gy, Gx, 2) first and second choice over the plane
+    grid_selection: np.ndarray | None = None  # (Gy, Gx, E) sigmoid_bias: the biased scores that pick experts
+    probe_selected: np.ndarray | None = None  # (P, K) bool: slot is a real assignment (expert_choice varies)
+    probe_tokens: list[str] | None = None  # language mode: the characters of the probe rows
     probe_text_experts: np.ndarray | None = None  # (n_chars,) top-1 expert of each probe character
     top_tokens: list[list[tuple[str, int]]] | None = None  # per expert: most frequent characters routed to it
 
@@ -110,6 +113,7 @@ def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, 
                 probe_expert_index=info.expert_index[probe].cpu().numpy(),
                 probe_combine=info.combine_weights[probe].cpu().numpy(),
                 probe_dropped=info.dropped[probe].cpu().numpy(),
+                probe_selected=info.selected[probe].cpu().numpy(),
                 group_expert_counts=counts.cpu().numpy(),
                 co_activation=metrics.co_activation(info.expert_index, E, info.selected).cpu().numpy(),
                 mutual_information=metrics.mutual_information(counts),
@@ -130,10 +134,15 @@ def _points_snapshot(trainer: Trainer, grid_size: int) -> Snapshot:
     mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)[:, : ds.input_dim]  # (Gy*Gx, D)
     grid_out, grid_infos = trainer.model(torch.as_tensor(mesh, device=trainer.device))
     shape = (len(gy), len(gx))
-    for view, info in zip(views, grid_infos, strict=True):
+    biased = [m.router for m in trainer.moe_layers if hasattr(m.router, "bias")]
+    for i, (view, info) in enumerate(zip(views, grid_infos, strict=True)):
         probs = info.router_probs.cpu().numpy()
         view.grid_probs = probs.reshape(*shape, -1)
-        view.grid_top2 = np.argsort(-probs, axis=-1)[:, :2].reshape(*shape, min(2, probs.shape[1]))
+        ranking = probs
+        if cfg.router == "sigmoid_bias" and i < len(biased):  # selection = sigmoid(logits) + bias
+            ranking = (torch.sigmoid(info.router_logits) + biased[i].bias).cpu().numpy()
+            view.grid_selection = ranking.reshape(*shape, -1)
+        view.grid_top2 = np.argsort(-ranking, axis=-1)[:, :2].reshape(*shape, min(2, probs.shape[1]))
     if trainer.task == "classification":
         prediction = grid_out.argmax(-1).cpu().numpy().reshape(shape)
     else:
@@ -158,6 +167,9 @@ def _language_snapshot(trainer: Trainer) -> Snapshot:
     out, infos = trainer.model(windows[:, :-1])
     loss, quality = trainer.task_loss(out, windows[:, 1:])
     views = _layer_views(infos, domains, len(trainer.stream.domain_names), slice(0, S))
+    probe_chars = [trainer.stream.vocab[int(i)] for i in windows[0, :S].tolist()]
+    for view in views:
+        view.probe_tokens = probe_chars
     text, text_domains = probe_text(trainer.data_config.seed)
     ids = torch.as_tensor(trainer.stream.encode(text), device=trainer.device)
     chunks = [ids[i : i + S] for i in range(0, len(ids), S)]
@@ -181,4 +193,5 @@ def _language_snapshot(trainer: Trainer) -> Snapshot:
         batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
         step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(trainer.stream.domain_names),
         diverged=trainer.diverged, probe_text=text, probe_text_domains=np.asarray(text_domains),
+        probe_group=domains[0].cpu().numpy(),
     )

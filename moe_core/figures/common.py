@@ -38,6 +38,8 @@ def probe_chosen(view: LayerView, router: str) -> np.ndarray:
     selects some: a selected slot is either kept (combine weight > 0) or dropped, so selected = combine > 0 |
     dropped. For dense and soft routing every slot is "selected".
     """
+    if view.probe_selected is not None:
+        return np.asarray(view.probe_selected, dtype=bool)
     if router == "expert_choice":
         return (view.probe_combine > 0) | view.probe_dropped
     return np.ones(view.probe_expert_index.shape, dtype=bool)

@@ -61,7 +61,10 @@ def router_probabilities(snap: Snapshot, layer: int = 0) -> go.Figure:
     rank[order] = np.arange(P)  # row of each probe
     groups = np.asarray(snap.probe_group) if snap.probe_group is not None and len(snap.probe_group) == P else None
     word = "point" if snap.task != "language" else "token"
-    labels = np.array([f"{word} {t}" + (f" ({group_name(snap, int(groups[t]))})" if groups is not None else "")
+    chars = view.probe_tokens if view.probe_tokens is not None and len(view.probe_tokens) == P else None
+    shown = {" ": "␣", "\n": "⏎"}
+    labels = np.array([f"{word} {t}" + (f" '{shown.get(chars[t], chars[t])}'" if chars is not None else "")
+                       + (f" ({group_name(snap, int(groups[t]))})" if groups is not None else "")
                        for t in order], dtype=object)
     data = [dict(type="heatmap", x=np.arange(E), y=np.arange(P), z=probs[order], zmin=0.0, zmax=1.0,
                  colorscale=PROB_SCALE, colorbar=dict(title=dict(text="router probability", side="right"),

@@ -220,7 +220,7 @@ def _plane(snap: Snapshot, view: LayerView, mode: str, show_points: bool, where:
         if snap.points_y is not None and len(snap.points_y):
             values.append(np.abs(snap.points_y).max())
         lim = float(max(*values, 1e-6))
-    data = _background(snap, view.grid_probs, mode, gx, gy, lim)
+    data = _background(snap, map_scores(view), mode, gx, gy, lim)
     has_points = bool(show_points and snap.points_x is not None and snap.points_y is not None and len(snap.points_x))
     notes = []
     if has_points:
@@ -265,11 +265,20 @@ def runs(values: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(a), int(b), int(values[a])) for a, b in zip(starts, stops, strict=True)]
 
 
+def map_scores(view: LayerView) -> np.ndarray:
+    """What decides a cell's expert: the router's probabilities, or for sigmoid_bias the scores after the
+    balancing bias (s + b, normalized), since the bias changes where tokens actually go."""
+    if view.grid_selection is None:
+        return view.grid_probs
+    scores = np.clip(np.asarray(view.grid_selection, dtype=np.float64), 0.0, None)
+    return scores / np.maximum(scores.sum(-1, keepdims=True), 1e-12)
+
+
 def _strip(snap: Snapshot, view: LayerView, mode: str, show_points: bool, where: str) -> go.Figure:
     """1-D inputs: data and prediction curve over faint bands of the top-1 expert, and a strip of the router's
     choice (top-1 or 2nd expert, or the gate entropy) under them, sharing x."""
     gx = np.asarray(snap.grid_x, dtype=np.float64)
-    probs = view.grid_probs[0]  # (Gx, E)
+    probs = map_scores(view)[0]  # (Gx, E)
     E = probs.shape[-1]
     dx = float(gx[1] - gx[0]) if len(gx) > 1 else 1.0
     colors = expert_colors(E)
