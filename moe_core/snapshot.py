@@ -93,9 +93,24 @@ def take_snapshot(trainer: Trainer, grid_size: int = 48) -> Snapshot:
             view.kept_per_expert = last[i].kept_per_expert.cpu().numpy()
             view.capacity = last[i].capacity
             snap.batch_tokens = last[i].n_tokens
+    if last and snap.layers and cfg.router not in ("expert_choice", "soft"):
+        snap.extra["scaling"] = scaling_out(last[0], cfg)
     snap.parameters = metrics.parameter_counts(cfg)
     snap.flops = metrics.flops_per_token(cfg, n_tokens=snap.batch_tokens or None)
     return snap
+
+
+def scaling_out(info: RoutingInfo, cfg) -> dict:
+    """What expert parallelism would exchange for this batch: experts split over W ranks (the largest of
+    4, 2 dividing E), tokens in contiguous blocks. Counts and bytes from moe_core.ep_bench's accounting."""
+    from moe_core.ep_bench import implied_traffic, traffic_matrix
+
+    W = next((w for w in (4, 2) if cfg.n_experts % w == 0), 1)
+    frame = implied_traffic(info, cfg, W)
+    candidates, kept = traffic_matrix(info.expert_index, info.selected & ~info.dropped, W, cfg.n_experts,
+                                      info.selected)
+    return {"world_size": W, "ranks": frame.to_dict("list"), "candidates": candidates.cpu().numpy(),
+            "kept": kept.cpu().numpy(), "d_model": cfg.d_model, "top_k": cfg.top_k}
 
 
 def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, probe: slice) -> list[LayerView]:

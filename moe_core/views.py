@@ -9,4 +9,5 @@ VIEW_TITLES = {
     "specialization": "Specialization",
     "cost": "Sparsity and cost",
     "language": "Characters by expert",
+    "scaling": "Scaling out",
 }

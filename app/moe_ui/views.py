@@ -46,6 +46,7 @@ def builders(snap: Snapshot, history: pd.DataFrame, layer: int = 0,
         "specialization": lambda: figures.specialization(snap, layer=layer),
         "cost": lambda: figures.sparsity_cost(snap),
         "language": lambda: figures.top_tokens_figure(snap, layer=layer),
+        "scaling": lambda: figures.scaling_out(snap),
     }
 
 

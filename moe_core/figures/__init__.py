@@ -16,6 +16,7 @@ from moe_core.figures.load import expert_load
 from moe_core.figures.palette import base_layout, expert_colors, expert_name, with_alpha
 from moe_core.figures.probabilities import router_probabilities
 from moe_core.figures.routing_map import MODES, routing_map
+from moe_core.figures.scaling import scaling_out
 from moe_core.figures.specialization import co_activation, specialization
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "probe_text_html",
     "router_probabilities",
     "routing_map",
+    "scaling_out",
     "sparsity_cost",
     "specialization",
     "top_tokens_figure",

@@ -1,0 +1,38 @@
+"""The Scaling out view shows exactly what ep_bench's accounting implies for the batch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moe_core.ep_bench import implied_traffic
+from moe_core.figures import scaling_out
+from moe_core.settings import PlaygroundSettings
+from moe_core.trainer import Trainer
+
+
+def _snap(**settings):
+    model, data, train = PlaygroundSettings(**{"batch_size": 64, "expert_hidden": 16, **settings}).to_configs()
+    t = Trainer(model, data, train)
+    t.step(3)
+    return t, t.snapshot(grid_size=8)
+
+
+def test_matrix_and_bytes_match_the_routing():
+    t, snap = _snap(n_experts=8, top_k=2, capacity_factor=1.0)
+    fig = scaling_out(snap)
+    heat, sent, recv, wait = fig.data
+    info = t.last_infos[0]
+    kept = (~info.dropped & info.selected).sum().item()
+    assert np.asarray(heat.z).sum() == kept, "every kept (token, expert) slot appears once in the matrix"
+    frame = implied_traffic(info, t.model_config.moe, 4)
+    np.testing.assert_allclose(np.asarray(sent.y) * 1024, frame["bytes_sent"])
+    np.testing.assert_allclose(np.asarray(recv.y) * 1024, frame["bytes_recv"])
+    assert len(heat.x) == 4
+
+
+def test_world_size_divides_the_experts_and_non_causal_routers_get_a_message():
+    _, snap = _snap(n_experts=6, top_k=2)
+    assert snap.extra["scaling"]["world_size"] == 2
+    _, snap = _snap(n_experts=4, top_k=1, router="expert_choice")
+    fig = scaling_out(snap)
+    assert "decide over the whole batch" in fig.layout.annotations[0].text
