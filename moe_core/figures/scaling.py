@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from moe_core.figures.common import message_figure
-from moe_core.figures.palette import base_layout
+from moe_core.figures.common import grid_axes, make_figure, message_figure, panel_title
+from moe_core.figures.palette import layout_dict
 from moe_core.snapshot import Snapshot
 
 SEND_COLOR, RECV_COLOR, WAIT_COLOR = "#0072B2", "#56B4E9", "#D55E00"
+HEIGHT = 430
 
 
 def scaling_out(snap: Snapshot) -> go.Figure:
@@ -24,31 +24,36 @@ def scaling_out(snap: Snapshot) -> go.Figure:
         why = ("expert choice and Soft MoE decide over the whole batch, which this exchange does not model"
                if snap.router in ("expert_choice", "soft") else "no training step yet")
         return message_figure("Scaling out", f"Nothing to show: {why}.")
-    W = data["world_size"]
-    ranks = data["ranks"]
+    W, ranks = data["world_size"], data["ranks"]
     kept = np.asarray(data["kept"])
     labels = [f"device {r}<br>(E{ranks['experts'][r]})" for r in range(W)]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.16,
-                        subplot_titles=("token slots sent: from (row) to (column)", "per device, one step"),
-                        specs=[[{"type": "heatmap"}, {"secondary_y": True}]])
-    fig.add_trace(go.Heatmap(z=kept, x=labels, y=labels, colorscale=[[0, "#F7FBFF"], [1, "#08306B"]],
-                             text=kept, texttemplate="%{text}", showscale=False,
-                             hovertemplate="%{y} -> %{x}: %{z} token slots<extra></extra>"), row=1, col=1)
-    kb = lambda key: np.asarray(ranks[key], dtype=float) / 1024  # noqa: E731
-    x = [f"device {r}" for r in range(W)]
-    fig.add_trace(go.Bar(x=x, y=kb("bytes_sent"), name="KiB sent", marker_color=SEND_COLOR), row=1, col=2)
-    fig.add_trace(go.Bar(x=x, y=kb("bytes_recv"), name="KiB received", marker_color=RECV_COLOR), row=1, col=2)
-    fig.add_trace(go.Scatter(x=x, y=100 * np.asarray(ranks["modeled_wait"], dtype=float), name="% of step waiting",
-                             mode="markers+lines", marker=dict(size=11, color=WAIT_COLOR),
-                             line=dict(color=WAIT_COLOR, dash="dot")), row=1, col=2, secondary_y=True)
-    fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_yaxes(title_text="KiB per step", row=1, col=2, secondary_y=False)
-    fig.update_yaxes(title_text="waiting (%)", range=[0, 100], tickmode="array", tickvals=[0, 25, 50, 75, 100],
-                     showgrid=False, row=1, col=2, secondary_y=True)
+    devices = [f"device {r}" for r in range(W)]
+    kib = {key: np.asarray(ranks[key], dtype=float) / 1024 for key in ("bytes_sent", "bytes_recv")}
+    wait = 100 * np.asarray(ranks["modeled_wait"], dtype=float)
+    axes = grid_axes(1, 2, hspace=0.2)
+    axes["xaxis"]["domain"] = [0.0, 0.36]
+    axes["xaxis2"]["domain"] = [0.5, 0.9]
+    axes["yaxis"].update(autorange="reversed")
+    axes["yaxis2"].update(title=dict(text="KiB per step"), rangemode="tozero")
+    axes["yaxis3"] = dict(overlaying="y2", side="right", anchor="x2", range=[0, 100], tickvals=[0, 25, 50, 75, 100],
+                          showgrid=False, title=dict(text="waiting (%)"))
+    traces = [
+        dict(type="heatmap", z=kept, x=labels, y=labels, colorscale=[[0, "#F7FBFF"], [1, "#08306B"]], text=kept,
+             texttemplate="%{text}", showscale=False, xaxis="x", yaxis="y", name="token slots",
+             hovertemplate="%{y} -> %{x}: %{z} token slots<extra></extra>"),
+        dict(type="bar", x=devices, y=kib["bytes_sent"], name="KiB sent", marker=dict(color=SEND_COLOR),
+             xaxis="x2", yaxis="y2"),
+        dict(type="bar", x=devices, y=kib["bytes_recv"], name="KiB received", marker=dict(color=RECV_COLOR),
+             xaxis="x2", yaxis="y2"),
+        dict(type="scatter", x=devices, y=wait, name="% of step waiting", mode="markers+lines", xaxis="x2",
+             yaxis="y3", marker=dict(size=11, color=WAIT_COLOR), line=dict(color=WAIT_COLOR, dash="dot")),
+    ]
     total = float(np.sum(ranks["bytes_sent"])) / 1024
     sub = (f"{W} devices · {total:,.0f} KiB all-to-all per step (k = {data['top_k']}, d = {data['d_model']}, "
            f"float32, forward + backward) · an idle device waits for the busiest one")
-    base_layout(fig, f"Scaling out: experts on {W} devices, tokens travel all-to-all", height=430, subtitle=sub)
-    fig.update_layout(barmode="group", margin=dict(t=120))
-    fig.update_annotations(yshift=8, selector=dict(text="token slots sent: from (row) to (column)"))
-    return fig
+    layout = layout_dict(f"Scaling out: experts on {W} devices, tokens travel all-to-all", HEIGHT, sub)
+    layout.update(axes, barmode="group")
+    layout["annotations"] = [panel_title("token slots sent: from (row) to (column)", axes["xaxis"], axes["yaxis"]),
+                             panel_title("per device, one step", axes["xaxis2"], axes["yaxis2"])]
+    layout["margin"].update(t=layout["margin"]["t"] + 25)
+    return make_figure(traces, layout)

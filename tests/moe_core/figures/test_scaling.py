@@ -36,3 +36,10 @@ def test_world_size_divides_the_experts_and_non_causal_routers_get_a_message():
     _, snap = _snap(n_experts=4, top_k=1, router="expert_choice")
     fig = scaling_out(snap)
     assert "decide over the whole batch" in fig.layout.annotations[0].text
+
+
+def test_the_fast_figure_is_valid_plotly():
+    import plotly.graph_objects as go
+
+    _, snap = _snap(n_experts=8, top_k=2)
+    go.Figure(scaling_out(snap).to_dict())  # full validation: raises on any invalid property
