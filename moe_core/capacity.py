@@ -36,12 +36,21 @@ def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: 
 class SlotAssignment:
     """Where every (token, slot) pair lands, and the kept pairs in expert order (ready for dispatch)."""
 
-    position: torch.Tensor  # (T, K) long: position in its expert's buffer under the priority order
     kept: torch.Tensor  # (T, K) bool: selected and position < C
     tokens_per_expert: torch.Tensor  # (E,) long: selected slots per expert, before drops
     kept_per_expert: torch.Tensor  # (E,) long
     token_order: torch.Tensor  # (N_kept,) long: token of each kept pair, grouped by expert
     slot_order: torch.Tensor  # (N_kept,) long: which of the token's K slots it is
+    pair_order: torch.Tensor  # (T*K,) slot-major pair ids grouped by expert (for position)
+    pos_sorted: torch.Tensor  # (T*K,) position in the expert's queue, in pair_order
+
+    @property
+    def position(self) -> torch.Tensor:
+        """(T, K) long: each pair's position in its expert's queue under the priority order (0 = first)."""
+        T, K = self.kept.shape
+        flat = torch.empty_like(self.pos_sorted)
+        flat[self.pair_order] = self.pos_sorted
+        return flat.view(K, T).t()
 
 
 def assign_slots(
@@ -68,22 +77,20 @@ def assign_slots(
     counts = torch.bincount(experts_flat, minlength=n_experts + 1)  # (E+1,)
     starts = torch.cumsum(counts, 0) - counts
     pos_sorted = torch.arange(K * T, device=device) - starts[sorted_experts]
-    position_flat = torch.empty_like(pos_sorted)
-    position_flat[pair_order] = pos_sorted
-    position = position_flat.view(K, T).t()  # (T, K)
     tokens_per_expert = counts[:n_experts]
     keep_sorted = sorted_experts < n_experts
     if capacity is not None:
         keep_sorted &= pos_sorted < capacity
     kept_pairs = pair_order[keep_sorted]  # (N_kept,) still grouped by expert
-    kept_flat = torch.zeros(K * T, dtype=torch.bool, device=device)
-    kept_flat[kept_pairs] = True
+    kept_flat = torch.empty(K * T, dtype=torch.bool, device=device)
+    kept_flat[pair_order] = keep_sorted
     kept_per_expert = tokens_per_expert if capacity is None else tokens_per_expert.clamp(max=capacity)
     return SlotAssignment(
-        position=position,
         kept=kept_flat.view(K, T).t(),
         tokens_per_expert=tokens_per_expert,
         kept_per_expert=kept_per_expert,
         token_order=kept_pairs % T,
         slot_order=kept_pairs // T,
+        pair_order=pair_order,
+        pos_sorted=pos_sorted,
     )

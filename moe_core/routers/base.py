@@ -80,7 +80,7 @@ def topk_gates(probs: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tens
     """
     weights, index = torch.topk(probs, k, dim=-1)  # (T, k) each
     if normalize:
-        weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+        weights = weights / weights.sum(dim=-1, keepdim=True)  # >= 1/E: the top-1 of a softmax
     return weights, index
 
 
