@@ -34,22 +34,33 @@ def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: 
 
 @dataclass
 class SlotAssignment:
-    """Where every (token, slot) pair lands, and the kept pairs in expert order (ready for dispatch)."""
+    """Where every (token, slot) pair lands, and the kept pairs in expert order (ready for dispatch).
+
+    Pairs are numbered slot-major, n = j*T + t (slot j of token t), which is the GShard priority order.
+    """
 
     kept: torch.Tensor  # (T, K) bool: selected and position < C
     tokens_per_expert: torch.Tensor  # (E,) long: selected slots per expert, before drops
     kept_per_expert: torch.Tensor  # (E,) long
-    token_order: torch.Tensor  # (N_kept,) long: token of each kept pair, grouped by expert
-    slot_order: torch.Tensor  # (N_kept,) long: which of the token's K slots it is
-    pair_order: torch.Tensor  # (T*K,) slot-major pair ids grouped by expert (for position)
-    pos_sorted: torch.Tensor  # (T*K,) position in the expert's queue, in pair_order
+    kept_pairs: torch.Tensor  # (N_kept,) long: pair ids n of the kept pairs, grouped by expert
+    token_order: torch.Tensor  # (N_kept,) long: token of each kept pair (= kept_pairs mod T)
+    pair_order: torch.Tensor  # (T*K,) every pair id grouped by expert, by priority within an expert
+    sorted_experts: torch.Tensor  # (T*K,) the expert of each pair in pair_order (E for unselected)
+
+    @property
+    def slot_order(self) -> torch.Tensor:
+        """(N_kept,) which of its token's K slots each kept pair is."""
+        return self.kept_pairs // self.kept.shape[0]
 
     @property
     def position(self) -> torch.Tensor:
         """(T, K) long: each pair's position in its expert's queue under the priority order (0 = first)."""
         T, K = self.kept.shape
-        flat = torch.empty_like(self.pos_sorted)
-        flat[self.pair_order] = self.pos_sorted
+        counts = torch.bincount(self.sorted_experts, minlength=self.tokens_per_expert.shape[0] + 1)
+        starts = torch.cumsum(counts, 0) - counts
+        pos_sorted = torch.arange(T * K, device=self.kept.device) - starts[self.sorted_experts]
+        flat = torch.empty_like(pos_sorted)
+        flat[self.pair_order] = pos_sorted
         return flat.view(K, T).t()
 
 
@@ -59,38 +70,40 @@ def assign_slots(
     capacity: int | None,
     selected: torch.Tensor | None = None,  # (T, K) bool; None = every slot is a real choice
     priority: torch.Tensor | None = None,  # (T, K) float: higher keeps first; None = position order
+    counts: torch.Tensor | None = None,  # (E,) bincount of expert_index, if the caller has it already
 ) -> SlotAssignment:
     """Vectorized capacity assignment: one stable sort of the T*K pairs by expert, no loop over tokens."""
     T, K = expert_index.shape
     device = expert_index.device
-    # slot-major flattening: n = j*T + t, so all 1st choices come before all 2nd choices (GShard order)
-    experts_flat = expert_index.t().reshape(-1)  # (K*T,)
-    sel_flat = None if selected is None else selected.t().reshape(-1)  # (K*T,)
-    if sel_flat is not None:  # unselected pairs go to a virtual expert E, sorted last and never counted
+    experts_flat = expert_index.t().reshape(-1)  # (K*T,) slot-major: all 1st choices, then all 2nd ...
+    if selected is None and priority is None and capacity is None:  # dropless token choice: the fast path
+        sorted_experts, pair_order = torch.sort(experts_flat, stable=True)
+        tokens = counts if counts is not None else torch.bincount(experts_flat, minlength=n_experts)
+        return SlotAssignment(
+            kept=torch.ones(T, K, dtype=torch.bool, device=device), tokens_per_expert=tokens,
+            kept_per_expert=tokens, kept_pairs=pair_order, token_order=pair_order % T if K > 1 else pair_order,
+            pair_order=pair_order, sorted_experts=sorted_experts,
+        )
+    if selected is not None:  # unselected pairs go to a virtual expert E, sorted last and never counted
+        sel_flat = selected.t().reshape(-1)  # (K*T,)
         experts_flat = torch.where(sel_flat, experts_flat, torch.full_like(experts_flat, n_experts))
     if priority is None:
-        order = torch.arange(K * T, device=device)
+        sorted_experts, pair_order = torch.sort(experts_flat, stable=True)
     else:
         order = torch.sort(-priority.t().reshape(-1).detach(), stable=True).indices  # (K*T,)
-    sorted_experts, perm = torch.sort(experts_flat[order], stable=True)
-    pair_order = order[perm]  # (K*T,) flat pair ids grouped by expert, by priority within an expert
-    counts = torch.bincount(experts_flat, minlength=n_experts + 1)  # (E+1,)
-    starts = torch.cumsum(counts, 0) - counts
-    pos_sorted = torch.arange(K * T, device=device) - starts[sorted_experts]
-    tokens_per_expert = counts[:n_experts]
+        sorted_experts, perm = torch.sort(experts_flat[order], stable=True)
+        pair_order = order[perm]
+    all_counts = torch.bincount(experts_flat, minlength=n_experts + 1)  # (E+1,)
+    tokens_per_expert = all_counts[:n_experts]
     keep_sorted = sorted_experts < n_experts
     if capacity is not None:
-        keep_sorted &= pos_sorted < capacity
+        starts = torch.cumsum(all_counts, 0) - all_counts
+        keep_sorted &= torch.arange(K * T, device=device) - starts[sorted_experts] < capacity
     kept_pairs = pair_order[keep_sorted]  # (N_kept,) still grouped by expert
     kept_flat = torch.empty(K * T, dtype=torch.bool, device=device)
     kept_flat[pair_order] = keep_sorted
     kept_per_expert = tokens_per_expert if capacity is None else tokens_per_expert.clamp(max=capacity)
     return SlotAssignment(
-        kept=kept_flat.view(K, T).t(),
-        tokens_per_expert=tokens_per_expert,
-        kept_per_expert=kept_per_expert,
-        token_order=kept_pairs % T,
-        slot_order=kept_pairs // T,
-        pair_order=pair_order,
-        pos_sorted=pos_sorted,
+        kept=kept_flat.view(K, T).t(), tokens_per_expert=tokens_per_expert, kept_per_expert=kept_per_expert,
+        kept_pairs=kept_pairs, token_order=kept_pairs % T, pair_order=pair_order, sorted_experts=sorted_experts,
     )

@@ -208,6 +208,11 @@ def launch(
                         f"{'was' if len(alive) == 1 else 'were'} still running and stopped"
                     )
         except ProcessException as e:
+            # give the other ranks a moment to finish and write their own reports: the rank that raised may
+            # be a little slower to report than a peer that noticed its socket close
+            settle = time.monotonic() + 5.0
+            for p in ctx.processes:
+                p.join(timeout=max(0.0, settle - time.monotonic()))
             raise EPLaunchError(_diagnose(tmp, world_size, timeout_s, e)) from None
         finally:  # on any way out (error, deadline, Ctrl-C) no rank outlives the launch
             _stop(ctx.processes)

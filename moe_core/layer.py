@@ -91,10 +91,10 @@ class MoELayer(nn.Module):
             else:  # the router fixed its own slots (expert_choice) or has none (hash, dense)
                 capacity, limit = out.capacity, None
             priority = out.priority if cfg.overflow_policy == "probability" else None
-            slots = assign_slots(out.expert_index, cfg.n_experts, limit, out.selected, priority)
-            x_sorted = x[slots.token_order]  # (N, d) grouped by expert
+            slots = assign_slots(out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts)
+            x_sorted = x.index_select(0, slots.token_order)  # (N, d) grouped by expert
             y_sorted = self.experts(x_sorted, slots.kept_per_expert)  # (N, d)
-            w = out.gates[slots.token_order, slots.slot_order]  # (N,)
+            w = out.gates.t().reshape(-1).index_select(0, slots.kept_pairs)  # (N,) gate of each kept pair
             y = torch.zeros_like(x, dtype=y_sorted.dtype).index_add(
                 0, slots.token_order, y_sorted * w.to(y_sorted.dtype)[:, None]
             )  # (T, d)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from moe_core.config import MoEConfig
-from moe_core.metrics import load_balancing_loss, z_loss
+from moe_core.metrics import load_balancing_loss
 
 
 def router_dtype(x: torch.Tensor) -> torch.dtype:
@@ -28,7 +28,8 @@ class RouterOutput:
     priority: torch.Tensor | None = None  # (T, K) score for overflow_policy="probability"
     uses_capacity: bool = True  # whether the layer's capacity factor limits this router
     capacity: int | None = None  # slots per expert the router fixed itself (expert_choice, soft)
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # differentiable auxiliary terms
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # auxiliary terms (see softmax_with_z)
+    counts: torch.Tensor | None = None  # (E,) selected slots per expert, if the router already counted them
 
 
 class Router(nn.Module):
@@ -78,18 +79,38 @@ def topk_gates(probs: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tens
 
     softmax -> top-k -> renormalize equals top-k on logits -> softmax over the k (Mixtral's reference form).
     """
-    weights, index = torch.topk(probs, k, dim=-1)  # (T, k) each
+    weights, index = fast_topk(probs, k)  # (T, k) each
     if normalize:
         weights = weights / weights.sum(dim=-1, keepdim=True)  # >= 1/E: the top-1 of a softmax
     return weights, index
 
 
+def softmax_with_z(logits: torch.Tensor, z_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(logits), router z-loss) from one logsumexp: p = exp(z - lse), L_z = mean(lse^2) (ST-MoE).
+
+    Cheaper than softmax + a second logsumexp on a CPU, where softmax over a few experts is slow. With
+    z_coef = 0 the z-loss is still reported (the curves show it) but kept out of the autograd graph.
+    """
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (T, 1)
+    probs = (logits - lse).exp()  # (T, E)
+    z = (lse if z_coef > 0 else lse.detach()).squeeze(-1).square().mean()
+    return probs, z
+
+
+def fast_topk(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk for any k; for k <= 2 two max passes, 2-3x faster than topk on a CPU."""
+    if k > 2:
+        return torch.topk(probs, k, dim=-1)
+    v1, i1 = probs.max(dim=-1, keepdim=True)  # (T, 1)
+    if k == 1:
+        return v1, i1
+    v2, i2 = probs.scatter(1, i1, float("-inf")).max(dim=-1, keepdim=True)
+    return torch.cat((v1, v2), dim=1), torch.cat((i1, i2), dim=1)
+
+
 def balance_losses(
-    logits: torch.Tensor, probs: torch.Tensor, expert_index: torch.Tensor, n_experts: int
-) -> dict[str, torch.Tensor]:
-    """The Switch/MegaBlocks load-balancing loss over the top-k slots, and the ST-MoE router z-loss."""
+    z: torch.Tensor, probs: torch.Tensor, expert_index: torch.Tensor, n_experts: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The Switch/MegaBlocks load-balancing loss over the top-k slots, and the z-loss; plus the counts."""
     counts = torch.bincount(expert_index.reshape(-1), minlength=n_experts)  # (E,) before drops
-    return {
-        "load_balance": load_balancing_loss(probs, counts, expert_index.shape[1]),
-        "z": z_loss(logits),
-    }
+    return {"load_balance": load_balancing_loss(probs, counts, expert_index.shape[1]), "z": z}, counts

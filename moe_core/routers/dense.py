@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import torch
 
-from moe_core.metrics import z_loss
-from moe_core.routers.base import Router, RouterOutput
+from moe_core.routers.base import Router, RouterOutput, softmax_with_z
 
 
 class DenseRouter(Router):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         T, E = x.shape[0], self.config.n_experts
         logits = self.linear(self.jittered(x, noise))  # (T, E)
-        probs = logits.softmax(dim=-1)  # (T, E)
+        probs, z = softmax_with_z(logits, self.config.z_loss_coef)  # (T, E)
         return RouterOutput(
             logits=logits,
             probs=probs,
             expert_index=torch.arange(E, device=x.device).expand(T, E),
             gates=probs,
             uses_capacity=False,
-            losses={"z": z_loss(logits)},
+            losses={"z": z},
         )

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 
 from moe_core.capacity import expert_capacity
-from moe_core.metrics import z_loss
-from moe_core.routers.base import Router, RouterOutput
+from moe_core.routers.base import Router, RouterOutput, softmax_with_z
 
 
 class ExpertChoiceRouter(Router):
@@ -23,7 +22,7 @@ class ExpertChoiceRouter(Router):
         cfg = self.config
         T, E = x.shape[0], cfg.n_experts
         logits = self.linear(self.jittered(x, noise))  # (T, E)
-        probs = logits.softmax(dim=-1)  # (T, E)
+        probs, z = softmax_with_z(logits, self.config.z_loss_coef)  # (T, E)
         capacity = min(T, expert_capacity(T, E, cfg.top_k, cfg.capacity_factor or 1.0))
         picked = torch.topk(probs.t(), capacity, dim=-1).indices  # (E, C) token ids per expert
         selected = torch.zeros(T, E, dtype=torch.bool, device=x.device)
@@ -36,5 +35,5 @@ class ExpertChoiceRouter(Router):
             selected=selected,
             uses_capacity=False,
             capacity=capacity,
-            losses={"z": z_loss(logits)},
+            losses={"z": z},
         )

@@ -55,7 +55,8 @@ class NoisyTopKRouter(Router):
             expert_index=index,
             gates=gates,
             priority=gates.detach(),
-            losses={"importance": cv_squared(importance), "load": cv_squared(load), "z": z_loss(logits)},
+            losses={"importance": cv_squared(importance), "load": cv_squared(load),
+                    "z": z_loss(logits if cfg.z_loss_coef > 0 else logits.detach())},
         )
 
     def _prob_in_top_k(self, clean, noisy, std, top_vals) -> torch.Tensor:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from moe_core.routers.base import Router, RouterOutput, balance_losses
+from moe_core.routers.base import Router, RouterOutput, balance_losses, fast_topk
 
 
 class SigmoidBiasRouter(Router):
@@ -34,7 +34,7 @@ class SigmoidBiasRouter(Router):
         cfg = self.config
         logits = self.linear(self.jittered(x, noise))  # (T, E)
         scores = torch.sigmoid(logits)  # (T, E)
-        index = torch.topk(scores.detach() + self.bias, cfg.top_k, dim=-1).indices  # (T, k)
+        index = fast_topk(scores.detach() + self.bias, cfg.top_k)[1]  # (T, k)
         probs = scores / scores.sum(dim=-1, keepdim=True)  # (T, E) s'
         if not cfg.normalize_topk:
             gates = torch.gather(probs, 1, index)  # (T, k)
@@ -42,15 +42,18 @@ class SigmoidBiasRouter(Router):
             gates = torch.gather(scores, 1, index)  # (T, k)
             if cfg.top_k > 1:
                 gates = gates / gates.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+        z = torch.logsumexp(logits if cfg.z_loss_coef > 0 else logits.detach(), dim=-1).square().mean()
+        losses, counts = balance_losses(z, probs, index, cfg.n_experts)
         if self.training and torch.is_grad_enabled():
-            self.pending_counts += torch.bincount(index.reshape(-1), minlength=cfg.n_experts)
+            self.pending_counts += counts
         return RouterOutput(
             logits=logits,
             probs=probs,
             expert_index=index,
             gates=gates,
             priority=torch.gather(scores, 1, index).detach(),
-            losses=balance_losses(logits, probs, index, cfg.n_experts),
+            losses=losses,
+            counts=counts,
         )
 
     @torch.no_grad()

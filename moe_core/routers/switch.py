@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import torch
 
-from moe_core.routers.base import Router, RouterOutput, balance_losses
+from moe_core.routers.base import Router, RouterOutput, balance_losses, softmax_with_z
 
 
 class SwitchRouter(Router):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         logits = self.linear(self.jittered(x, noise))  # (T, E)
-        probs = logits.softmax(dim=-1)  # (T, E)
+        probs, z = softmax_with_z(logits, self.config.z_loss_coef)  # (T, E)
         gates, index = torch.max(probs, dim=-1, keepdim=True)  # (T, 1) each
+        losses, counts = balance_losses(z, probs, index, self.config.n_experts)
         return RouterOutput(
             logits=logits,
             probs=probs,
             expert_index=index,
             gates=gates,
             priority=gates.detach(),
-            losses=balance_losses(logits, probs, index, self.config.n_experts),
+            losses=losses,
+            counts=counts,
         )

@@ -185,12 +185,15 @@ def test_losses_that_apply_per_router():
         "soft": set(),
     }
     for router, keys in expected.items():
-        cfg = MoEConfig(d_model=8, n_experts=4, top_k=1, router=router)
+        cfg = MoEConfig(d_model=8, n_experts=4, top_k=1, router=router, z_loss_coef=0.01)
         _, info = MoELayer(cfg)(x)
         assert set(info.losses) == keys, router
         for v in info.losses.values():
             assert v.requires_grad
         assert not info.router_probs.requires_grad and not info.combine_weights.requires_grad
+        if "z" in keys:  # with a zero coefficient the z-loss is still reported, outside the graph
+            _, info = MoELayer(cfg.replace(z_loss_coef=0.0))(x)
+            assert not info.losses["z"].requires_grad and float(info.losses["z"]) > 0
 
 
 def test_experts_accept_an_expanded_gradient():

@@ -1,0 +1,106 @@
+"""Hostile input through the app: each case gets a specific message and the session keeps working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+
+
+def fresh(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(ENTRY, default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def step_metric(at: AppTest) -> str:
+    return next(m.value for m in at.metric if m.label == "Step")
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ({"capacity": "0"}, "capacity='0': out of range"),
+    ({"capacity": "-1"}, "out of range"),
+    ({"experts": "1e400"}, "out of range"),
+    ({"lr": "NaN"}, "not a finite number"),
+    ({"batch": "1024.5"}, "not a whole number"),
+    ({"dataset": "tokens", "router": "expert_choice"}, "non-causal"),
+    ({"router": "switch", "top_k": "4"}, "exactly one expert"),
+    ({"hide": "nonsense"}, "unknown control name"),
+    ({"foo": "bar"}, "Unknown URL parameter 'foo'"),
+])
+def test_bad_parameters_get_a_specific_message(query, fragment):
+    at = fresh(query)
+    assert any(fragment in w.value for w in at.warning), [w.value for w in at.warning]
+    at.button(key="play_step").click().run()
+    assert not at.exception and step_metric(at) == "1"
+
+
+def test_a_diverging_run_stops_with_a_reason_and_the_page_survives():
+    at = fresh({"lr": "100"})
+    sess = at.session_state["play"]
+    at.button(key="play_step").click().run()
+    with torch.no_grad():
+        sess.trainer.model.head.weight.fill_(float("nan"))  # what lr = 100 eventually does to some runs
+    at.button(key="play_play").click().run()
+    at.run()
+    assert not at.exception
+    assert sess.status == "diverged" and not sess.running
+    assert any("Training stopped" in e.value for e in at.error)
+    assert at.button(key="play_play").disabled and at.button(key="play_step").disabled
+    at.button(key="play_reset").click().run()
+    assert sess.status == "paused" and step_metric(at) == "0", "Reset recovers"
+    at.button(key="play_step").click().run()
+    assert step_metric(at) == "1"
+
+
+def test_learning_rate_100_trains_without_crashing():
+    at = fresh({"lr": "100", "speed": "50"})
+    at.button(key="play_play").click().run()
+    for _ in range(3):
+        at.run()
+    assert not at.exception
+    sess = at.session_state["play"]
+    assert sess.status in ("training", "diverged")
+    assert all(torch.isfinite(p).all() for p in sess.trainer.model.parameters())
+
+
+def test_rapid_repeated_clicks():
+    at = fresh()
+    for _ in range(5):
+        at.button(key="play_play").click()
+        at.button(key="play_step").click()
+        at.button(key="play_reset").click()
+        at.run()
+        assert not at.exception
+    for _ in range(6):
+        at.button(key="play_step").click().run()
+    assert not at.exception and step_metric(at) == "6"
+
+
+def test_changing_experts_while_training_resets_and_keeps_training():
+    at = fresh()
+    at.button(key="play_play").click().run()
+    sess = at.session_state["play"]
+    assert sess.running and sess.step > 0
+    next(s for s in at.slider if s.key == "ctl_n_experts").set_value(12).run()
+    assert not at.exception
+    assert sess.settings.n_experts == 12 and sess.running
+    assert sess.trainer.n_experts == 12
+    assert any("was reset" in w.value for w in at.warning)
+
+
+def test_top_k_slider_follows_fewer_experts():
+    at = fresh({"experts": "8", "top_k": "6"})
+    next(s for s in at.slider if s.key == "ctl_n_experts").set_value(4).run()
+    assert not at.exception
+    sess = at.session_state["play"]
+    assert sess.settings.n_experts == 4 and sess.settings.top_k <= 4
+    next(s for s in at.slider if s.key == "ctl_n_experts").set_value(1).run()
+    assert not at.exception and sess.settings.top_k == 1

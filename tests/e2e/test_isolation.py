@@ -1,0 +1,39 @@
+"""Two students on one server at the same time: neither sees the other's settings, model or history."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+from test_playground_browser import TIMEOUT, metric, open_app, step_value
+
+
+def test_two_concurrent_sessions_stay_apart(browser, app_url):
+    a = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    b = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    open_app(a, f"{app_url}/?experts=4&top_k=1&seed=1")
+    open_app(b, f"{app_url}/?experts=12&top_k=3&router=hash&seed=2")
+    a.get_by_role("button", name="Play", exact=True).click()
+    b.get_by_role("button", name="Play", exact=True).click()
+    expect(metric(a, "Step")).not_to_have_text("0", timeout=TIMEOUT)
+    expect(metric(b, "Step")).not_to_have_text("0", timeout=TIMEOUT)
+    a.get_by_role("button", name="Pause", exact=True).click()
+    expect(a.get_by_role("button", name="Play", exact=True)).to_be_visible(timeout=TIMEOUT)
+    a.wait_for_timeout(1500)
+    a_paused = step_value(a)
+    b_before = step_value(b)
+    a.wait_for_timeout(2500)
+    labels = [t.strip() for t in a.get_by_role("button").all_inner_texts() if t.strip() in ("Play", "Pause")]
+    assert step_value(a) == a_paused, f"pausing A does not depend on B (A's button reads {labels})"
+    assert step_value(b) > b_before, "B keeps training while A is paused"
+    # each page shows its own configuration: A's load chart has 4 experts, B's 12
+    expect(a.get_by_test_id("stPlotlyChart").nth(1)).not_to_contain_text("E4")
+    expect(b.get_by_test_id("stPlotlyChart").nth(1)).to_contain_text("E11", timeout=TIMEOUT)
+    expect(a).to_have_url(re.compile(r"experts=4"))
+    expect(b).to_have_url(re.compile(r"experts=12"))
+    b.get_by_role("button", name="Pause", exact=True).click()
+    expect(b.get_by_role("button", name="Play", exact=True)).to_be_visible(timeout=TIMEOUT)
+    # A reset on B leaves A's run untouched
+    b.get_by_role("button", name="Reset", exact=True).click()
+    expect(metric(b, "Step")).to_have_text("0", timeout=TIMEOUT)
+    assert step_value(a) == a_paused
