@@ -36,7 +36,7 @@ class SwiGLUExperts(nn.Module):
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert e on any batch of tokens (the slow, obvious form; used by tests and the lessons)."""
         gate, up = (x @ self.w_in[e]).chunk(2, dim=-1)
-        return (F.silu(gate) * up) @ self.w_out[e]
+        return (F.silu(gate) * up) @ self.w_out[e]  # plain ops on purpose: the reference uses no swiglu()
 
     def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """x_sorted (N, d): rows grouped by expert, counts (E,) rows per expert. Returns (N, d)."""
@@ -45,22 +45,19 @@ class SwiGLUExperts(nn.Module):
         if self._grouped_ok(x_sorted):
             offs = torch.cumsum(counts, 0).to(torch.int32)  # (E,) end of each expert's block
             h = F.grouped_mm(x_sorted, self.w_in, offs=offs)  # (N, 2h)
-            gate, up = h.chunk(2, dim=-1)
-            out = F.grouped_mm((F.silu(gate) * up).contiguous(), self.w_out, offs=offs)  # (N, d)
+            out = F.grouped_mm(swiglu(h), self.w_out, offs=offs)  # (N, d)
             return _ContiguousGrad.apply(out)
         w_in, w_out = self.w_in.unbind(0), self.w_out.unbind(0)
         outs = []
         for e, xe in enumerate(x_sorted.split(counts.tolist())):
             if xe.shape[0] == 0:
                 continue
-            gate, up = (xe @ w_in[e]).chunk(2, dim=-1)  # (n_e, h) each
-            outs.append((F.silu(gate) * up) @ w_out[e])  # (n_e, d)
+            outs.append(swiglu(xe @ w_in[e]) @ w_out[e])  # (n_e, d)
         return torch.cat(outs)
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every expert on every row: x (E, n, d) -> (E, n, d), one batched matmul (dense mixture, soft slots)."""
-        gate, up = torch.bmm(x, self.w_in).chunk(2, dim=-1)  # (E, n, h) each
-        return torch.bmm(F.silu(gate) * up, self.w_out)  # (E, n, d)
+        return torch.bmm(swiglu(torch.bmm(x, self.w_in)), self.w_out)  # (E, n, d)
 
     def _grouped_ok(self, x: torch.Tensor) -> bool:
         # grouped_mm wants 16-byte aligned strides; on CUDA it also wants bf16 and SM80+, so we keep the
@@ -72,6 +69,33 @@ class SwiGLUExperts(nn.Module):
             and self.d_model % 4 == 0
             and self.hidden % 4 == 0
         )
+
+
+class _SwiGLUActivation(torch.autograd.Function):
+    """silu(gate) * up on h = [gate | up] (last dim). The backward writes both halves of dh into one buffer:
+    autograd's chunk would concatenate them, a full extra pass over (N, 2h) per layer."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        gate, up = h.chunk(2, dim=-1)
+        silu_gate = F.silu(gate)
+        ctx.save_for_backward(h, silu_gate)
+        return silu_gate * up
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        h, silu_gate = ctx.saved_tensors
+        gate, up = h.chunk(2, dim=-1)
+        half = h.shape[-1] // 2
+        dh = torch.empty_like(h)
+        torch.mul(grad, silu_gate, out=dh[..., half:])  # d/d up
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=dh[..., :half])  # d/d gate
+        return dh
+
+
+def swiglu(h: torch.Tensor) -> torch.Tensor:
+    """(..., 2h) -> (..., h): silu(gate) * up, with a one-buffer backward."""
+    return _SwiGLUActivation.apply(h)
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -96,5 +120,4 @@ class SwiGLU(nn.Module):
         self.w_out = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_in(x).chunk(2, dim=-1)
-        return self.w_out(F.silu(gate) * up)
+        return self.w_out(swiglu(self.w_in(x)))

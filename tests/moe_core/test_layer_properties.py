@@ -204,3 +204,13 @@ def test_experts_accept_an_expanded_gradient():
     x = torch.randn(10, 16, requires_grad=True)
     experts(x, torch.tensor([3, 0, 4, 3])).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (3, 5, 8)])
+def test_swiglu_activation_gradients(shape):
+    from moe_core.experts import swiglu
+
+    h = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(swiglu, (h,))
+    gate, up = h.chunk(2, dim=-1)
+    torch.testing.assert_close(swiglu(h), torch.nn.functional.silu(gate) * up)
