@@ -68,9 +68,11 @@ cols[2].button("Reset both", icon=":material/restart_alt:", on_click=reset, key=
 
 @st.fragment(run_every=live.TICK_SECONDS if (a.running or b.running) else None)
 def side_by_side() -> None:
-    for s in (a, b):
-        if s.running:
-            s.tick(budget_s=live.TRAIN_BUDGET_S / 2)
+    if a.running or b.running:  # the same number of steps for both, so the views stay aligned step for step
+        lead, other = (a, b) if a.running else (b, a)
+        done = lead.tick(budget_s=live.TRAIN_BUDGET_S / 2).steps
+        if other.running:
+            other.tick(budget_s=float("inf"), steps=done)
     sa, sb = a.latest, b.latest
     ha, hb = a.trainer.history, b.trainer.history
     names = [v for v in views.available_views(sa) if v in views.available_views(sb)]
@@ -82,10 +84,11 @@ def side_by_side() -> None:
     fmt = "{:.4f}" if sa.task == "regression" else "{:.1%}"
     m[1].metric(f"{label}: B", fmt.format(sb.test_quality), delta=fmt.format(sb.test_quality - sa.test_quality),
                 delta_color="inverse" if sa.task == "regression" else "normal", help="Delta is B minus A.")
-    for col, metric, name in ((m[2], "max_vio", "MaxVio: B"), (m[3], "dropped_frac", "Dropped: B")):
+    for col, metric, name, f in ((m[2], "max_vio", "MaxVio: B", "{:.2f}"), (m[3], "dropped_frac", "Dropped: B",
+                                                                          "{:.1%}")):
         if metric in ha.columns and metric in hb.columns and len(ha) and len(hb):
             vb, va = hb[metric].iloc[-1], ha[metric].iloc[-1]
-            col.metric(name, f"{vb:.2f}", delta=f"{vb - va:+.2f}", delta_color="inverse", help="Delta is B minus A.")
+            col.metric(name, f.format(vb), delta=f.format(vb - va), delta_color="inverse", help="Delta is B minus A.")
     for name in chosen:
         ca, cb = st.columns(2)
         with ca:

@@ -84,7 +84,7 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
     default = [v for v in (default_views or views.DEFAULT_VIEWS) if v in names] or names[:2]
     chosen = st.multiselect("Views", names, default=default, format_func=views.VIEWS.get, key=f"{key}_views")
     options: dict = {}
-    cols = st.columns(3)
+    cols = st.columns([3, 2, 1])
     if "routing_map" in chosen:
         options["map_mode"] = cols[0].segmented_control(
             "Routing map shows", ["top1", "second", "entropy", "prediction"], default="top1", key=f"{key}_mapmode",

@@ -1,0 +1,49 @@
+"""AppTest: the Compare and Reference pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(ENTRY, default_timeout=120)
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_compare_trains_both_in_lockstep_on_the_same_data():
+    at = open_page("app_pages/compare.py")
+    a, b = at.session_state["cmp_a"], at.session_state["cmp_b"]
+    assert a.settings.seed == b.settings.seed and a.settings.dataset == b.settings.dataset
+    assert any("Balancing loss" in m.value for m in at.markdown), "the difference is highlighted"
+    at.button(key="cmp_play").click().run()
+    at.run()
+    assert a.step == b.step > 0, "views stay aligned step for step"
+    at.button(key="cmp_play").click().run()
+    at.button(key="cmp_step").click().run()
+    assert a.step == b.step
+    specs = at.get("plotly_chart")
+    assert len(specs) == 4  # two views, A and B side by side
+
+
+def test_compare_keeps_b_on_a_s_data():
+    at = open_page("app_pages/compare.py")
+    next(s for s in at.selectbox if s.key == "cmpa_dataset").set_value("moons").run()
+    assert not at.exception
+    assert at.session_state["cmp_b"].settings.dataset == "moons"
+    b_dataset = next(s for s in at.selectbox if s.key == "cmpb_dataset")
+    assert b_dataset.disabled
+
+
+def test_reference_prints_every_router_from_its_docstring():
+    at = open_page("app_pages/reference.py")
+    text = "\n".join(c.value for c in at.code)
+    for phrase in ("Shazeer", "Switch", "Expert Choice", "Hash", "Soft MoE", "DeepSeek-V3", "Jacobs", "C = ceil"):
+        assert phrase in text, phrase
+    assert len(at.expander) >= 8

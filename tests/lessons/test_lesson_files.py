@@ -1,0 +1,100 @@
+"""Every lesson file loads and validates; malformed files are refused with file, step and field named."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from moe_core.lessons import LessonError, load_glossary, load_lesson, load_lessons
+from moe_core.settings import PlaygroundSettings
+
+LESSONS = load_lessons()
+
+
+def test_eight_lessons_of_four_to_eight_steps():
+    assert len(LESSONS) == 8
+    for lesson in LESSONS:
+        assert 4 <= len(lesson.steps) <= 8, lesson.slug
+        assert lesson.summary and 1 <= lesson.minutes <= 60
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.slug)
+def test_presets_controls_views_and_code_exist(lesson):
+    for step in lesson.steps:
+        settings = step.settings
+        assert PlaygroundSettings.coerce(vars(settings))[0] == settings
+        assert step.views and step.try_this and step.text
+        assert set(step.highlight) <= set(step.unlocked)
+        if step.check is not None:
+            assert 0 <= step.check.answer < len(step.check.options)
+
+
+def test_the_glossary_loads():
+    terms = load_glossary()
+    assert len(terms) >= 20
+    assert all(isinstance(v, str) and v.strip() for v in terms.values())
+
+
+GOOD_STEP = '''
+# A step
+```step
+preset = { dataset = "spirals" }
+views = ["load"]
+code = "moe_core.metrics.max_violation"
+try = "Press Play."
+```
+Some prose.
+'''
+
+
+def _write(tmp_path: Path, body: str, front: str = 'title = "T"\nsummary = "S"\nminutes = 5') -> Path:
+    path = tmp_path / "01-test.md"
+    path.write_text(f"+++\n{front}\n+++\n" + textwrap.dedent(body))
+    return path
+
+
+def test_a_good_minimal_lesson_loads(tmp_path):
+    lesson = load_lesson(_write(tmp_path, GOOD_STEP))
+    assert lesson.slug == "01-test" and lesson.steps[0].title == "A step"
+
+
+@pytest.mark.parametrize("mutation, expected", [
+    (('dataset = "spirals"', 'dataset = "nope"'), "01-test.md, step 1 ('A step'), field 'preset'"),
+    (('dataset = "spirals"', 'experts = 4'), "field 'preset.experts': not a control"),
+    (('dataset = "spirals"', 'n_experts = 4, top_k = 6'), "field 'preset'"),
+    (('views = ["load"]', 'views = ["loads"]'), "field 'views': 'loads' does not exist"),
+    (('views = ["load"]', 'views = []'), "field 'views': name at least one view"),
+    (('code = "moe_core.metrics.max_violation"', 'code = "moe_core.metrics.nothing"'), "field 'code'"),
+    (('code = "moe_core.metrics.max_violation"', 'code = "os.system"'), "must name something in moe_core"),
+    (('try = "Press Play."', 'unlocked = ["wings"]\ntry = "x"'), "field 'unlocked': 'wings' does not exist"),
+    (('try = "Press Play."', 'highlight = ["top_k"]\ntry = "x"'), "field 'highlight'"),
+    (('try = "Press Play."', 'colour = "red"\ntry = "x"'), "field 'colour': unknown"),
+    (('try = "Press Play."', 'budget = 100\ntry = "x"\n[check]\nquestion = "q"\noptions = ["a"]\nanswer = 0\n'
+      'explain = "e"'), "field 'check.options'"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[[observe]]\nwhat = "w"\nmetric = "speed"\n'
+      'expect = { at_least = 1 }'), "observe[0], field 'metric'"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[[observe]]\nwhat = "w"\nmetric = "max_vio"\n'
+      'expect = { ratio_at_least = 3 }'), "field 'against'"),
+    (('try = "Press Play."', 'try = "x"\n[[observe]]\nwhat = "w"\nmetric = "max_vio"\nexpect = { at_most = 1 }'),
+     "field 'budget'"),
+    (('preset = {', 'preset = {{'), "not valid TOML"),
+])
+def test_malformed_lessons_name_file_step_and_field(tmp_path, mutation, expected):
+    old, new = mutation
+    with pytest.raises(LessonError) as err:
+        load_lesson(_write(tmp_path, GOOD_STEP.replace(old, new)))
+    assert expected in str(err.value)
+    assert "01-test.md" in str(err.value)
+
+
+def test_missing_front_matter_and_missing_step_block(tmp_path):
+    path = tmp_path / "02-x.md"
+    path.write_text("# Step\nno spec\n")
+    with pytest.raises(LessonError, match="front matter"):
+        load_lesson(path)
+    with pytest.raises(LessonError, match=r"step 1 \('A step'\): needs exactly one ```step block"):
+        load_lesson(_write(tmp_path, "# A step\nprose only\n"))
+    with pytest.raises(LessonError, match="field 'minutes'"):
+        load_lesson(_write(tmp_path, GOOD_STEP, front='title = "T"\nsummary = "S"'))
