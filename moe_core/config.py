@@ -6,9 +6,9 @@ same message can be shown under a slider, next to a URL parameter or on a comman
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from moe_core.validation import DictRoundTrip, check_bool, check_choice, check_float, check_int
 
 ROUTERS = (
     "softmax_topk",  # softmax over experts, top-k (GShard / Mixtral / Qwen)
@@ -32,7 +32,7 @@ MAX_SLOTS_PER_EXPERT = 64
 
 
 @dataclass(frozen=True)
-class MoEConfig:
+class MoEConfig(DictRoundTrip):
     d_model: int = 64  # width of the tokens entering and leaving the layer
     n_experts: int = 8  # routed experts E (1-256)
     top_k: int = 2  # experts per token k (token-choice routers); tokens per expert scale for expert_choice
@@ -49,46 +49,27 @@ class MoEConfig:
     slots_per_expert: int = 4  # soft: learned slots per expert (Soft MoE's p)
 
     def __post_init__(self) -> None:
-        _check_int(self, "d_model", 1, MAX_D_MODEL)
-        _check_int(self, "n_experts", 1, MAX_EXPERTS)
-        _check_int(self, "top_k", 1, self.n_experts if isinstance(self.n_experts, int) else MAX_EXPERTS)
-        _check_int(self, "expert_hidden", 1, MAX_EXPERT_HIDDEN)
+        check_int(self, "d_model", 1, MAX_D_MODEL)
+        check_int(self, "n_experts", 1, MAX_EXPERTS)
+        check_int(self, "top_k", 1, self.n_experts if isinstance(self.n_experts, int) else MAX_EXPERTS)
+        check_int(self, "expert_hidden", 1, MAX_EXPERT_HIDDEN)
         if self.capacity_factor is not None:
-            _check_float(self, "capacity_factor", 0.0, MAX_CAPACITY_FACTOR, low_open=True,
+            check_float(self, "capacity_factor", 0.0, MAX_CAPACITY_FACTOR, low_open=True,
                          extra="or None for dropless")
-        _check_choice(self, "router", ROUTERS)
-        _check_bool(self, "normalize_topk")
-        _check_choice(self, "overflow_policy", OVERFLOW_POLICIES)
-        _check_float(self, "aux_loss_coef", 0.0, 100.0)
-        _check_float(self, "z_loss_coef", 0.0, 100.0)
-        _check_float(self, "router_noise", 0.0, 10.0)
-        _check_int(self, "n_shared_experts", 0, MAX_SHARED_EXPERTS)
-        _check_float(self, "bias_update_rate", 0.0, 1.0)
-        _check_int(self, "slots_per_expert", 1, MAX_SLOTS_PER_EXPERT)
+        check_choice(self, "router", ROUTERS)
+        check_bool(self, "normalize_topk")
+        check_choice(self, "overflow_policy", OVERFLOW_POLICIES)
+        check_float(self, "aux_loss_coef", 0.0, 100.0)
+        check_float(self, "z_loss_coef", 0.0, 100.0)
+        check_float(self, "router_noise", 0.0, 10.0)
+        check_int(self, "n_shared_experts", 0, MAX_SHARED_EXPERTS)
+        check_float(self, "bias_update_rate", 0.0, 1.0)
+        check_int(self, "slots_per_expert", 1, MAX_SLOTS_PER_EXPERT)
         if self.router == "switch" and self.top_k != 1:
             raise ValueError(
                 f"top_k={self.top_k} is not allowed with router 'switch': the Switch Transformer routes each "
                 "token to exactly one expert, so top_k must be 1 (use 'softmax_topk' for k > 1)"
             )
-
-    # -- round trips (URLs, JSON files, checkpoints) -------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MoEConfig:
-        """Build a config from a dict (e.g. parsed JSON); unknown keys are an error, missing keys take defaults."""
-        if not isinstance(data, dict):
-            raise ValueError(f"config must be a dict of field values, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown MoEConfig field(s) {unknown}; allowed fields are {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> MoEConfig:
-        """A copy with some fields changed (validated like a new config)."""
-        return MoEConfig.from_dict({**self.to_dict(), **changes})
 
     @property
     def is_causal(self) -> bool:
@@ -99,43 +80,3 @@ class MoEConfig:
     def slots_per_token(self) -> int:
         """K: columns of RoutingInfo.expert_index. k for token choice; E when every expert may take a token."""
         return self.n_experts if self.router in ("expert_choice", "soft", "dense") else self.top_k
-
-
-# -- validation helpers: each raises ValueError(field, value, allowed range) ----------------------------
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is out of range: allowed {allowed}")
-
-
-def _check_int(cfg: Any, name: str, low: int, high: int) -> None:
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, float) and v.is_integer():  # JSON and URLs may hand us 8.0
-            object.__setattr__(cfg, name, int(v))
-            v = int(v)
-        else:
-            _fail(name, v, f"an integer from {low} to {high}")
-    if not low <= v <= high:
-        _fail(name, v, f"an integer from {low} to {high}")
-
-
-def _check_float(cfg: Any, name: str, low: float, high: float, low_open: bool = False, extra: str = "") -> None:
-    v = getattr(cfg, name)
-    bracket = "(" if low_open else "["
-    allowed = f"a number in {bracket}{low:g}, {high:g}]" + (f", {extra}" if extra else "")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        _fail(name, v, allowed)
-    if v < low or v > high or (low_open and v == low):
-        _fail(name, v, allowed)
-    object.__setattr__(cfg, name, float(v))
-
-
-def _check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
-    v = getattr(cfg, name)
-    if v not in choices:
-        _fail(name, v, "one of " + ", ".join(choices))
-
-
-def _check_bool(cfg: Any, name: str) -> None:
-    v = getattr(cfg, name)
-    if not isinstance(v, bool):
-        _fail(name, v, "true or false")

@@ -15,6 +15,7 @@ from torch import nn
 from moe_core.config import CAUSAL_ROUTERS, MoEConfig
 from moe_core.experts import SwiGLU
 from moe_core.layer import MoELayer, RoutingInfo, dense_equivalent_hidden
+from moe_core.validation import check_bool, check_int
 
 GRID_CELLS = 64  # the hash router sees 2-D points as cells of a 64 x 64 grid over [-1.2, 1.2]^2
 GRID_EXTENT = 1.2
@@ -32,11 +33,8 @@ class ModelConfig:
         if not isinstance(self.moe, MoEConfig):
             raise ValueError(f"moe must be a MoEConfig, got {type(self.moe).__name__}")
         for name, low, high in (("n_layers", 1, 4), ("context", 8, 256), ("n_heads", 1, 16)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise ValueError(f"{name}={v!r} is out of range: allowed an integer from {low} to {high}")
-        if not isinstance(self.dense, bool):
-            raise ValueError(f"dense={self.dense!r} is out of range: allowed true or false")
+            check_int(self, name, low, high)
+        check_bool(self, "dense")
 
     def to_dict(self) -> dict:
         return {"moe": self.moe.to_dict(), "n_layers": self.n_layers, "dense": self.dense,

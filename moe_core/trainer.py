@@ -9,7 +9,6 @@ generators owned by this trainer, never from torch's global random state.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +24,7 @@ from moe_core.datasets import DataConfig, PointDataset, make_dataset, make_token
 from moe_core.layer import LIVE_FIELDS, RoutingInfo
 from moe_core.models import ModelConfig, PointMoENet, TinyMoELM, moe_layers
 from moe_core.snapshot import Snapshot, take_snapshot
+from moe_core.validation import check_choice, check_float, check_int
 
 CHECKPOINT_FORMAT = "moe-playground-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -43,19 +43,13 @@ class TrainConfig:
     history_limit: int = 2000  # rows kept in `history`; older rows are thinned, never an unbounded list
 
     def __post_init__(self) -> None:
-        checks = {"lr": (0.0, 100.0, "("), "weight_decay": (0.0, 1.0, "["), "grad_clip": (0.0, 1e6, "[")}
-        for name, (low, high, bracket) in checks.items():
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= high
-            if not ok or (bracket == "(" and v == low):
-                raise ValueError(f"{name}={v!r} is out of range: allowed a number in {bracket}{low:g}, {high:g}]")
+        check_float(self, "lr", 0.0, 100.0, low_open=True)
+        check_float(self, "weight_decay", 0.0, 1.0)
+        check_float(self, "grad_clip", 0.0, 1e6, extra="0 = off")
         for name, low, high in (("batch_size", 1, 8192), ("seed", 0, 2**32 - 1), ("threads", 1, 256),
                                 ("history_limit", 10, 1_000_000)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise ValueError(f"{name}={v!r} is out of range: allowed an integer from {low} to {high}")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"device={self.device!r} is out of range: allowed one of auto, cpu, cuda, mps")
+            check_int(self, name, low, high)
+        check_choice(self, "device", ("auto", "cpu", "cuda", "mps"))
 
 
 def resolve_device(name: str) -> torch.device:

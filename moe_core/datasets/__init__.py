@@ -15,8 +15,7 @@ Same DataConfig => identical arrays, on any machine: everything flows from np.ra
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from moe_core.datasets import points, regimes
 from moe_core.datasets.base import PLOT_RANGE, TASKS, PointDataset, TorchData, split_points
 from moe_core.datasets.csv_points import CSVError, CSVProblem, parse_points_csv
 from moe_core.datasets.tokens import DOMAINS, VOCAB, TokenStream, make_token_stream, probe_text
+from moe_core.validation import DictRoundTrip, check_float, check_int, fail
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(DictRoundTrip):
     dataset: str = "spirals"  # one of DATASETS
     n_samples: int = 2000  # points (train + test) for 2-D / regression sets (20-100000)
     noise: float = 0.1  # 0..1, dataset-specific meaning: see DATASETS[name].noise_help
@@ -84,36 +84,17 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
-            _fail("dataset", self.dataset, "one of " + ", ".join(DATASETS))
-        _check_int(self, "n_samples", 20, MAX_SAMPLES)
-        _check_float(self, "noise", 0.0, 1.0)
+            fail("dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        check_int(self, "n_samples", 20, MAX_SAMPLES)
+        check_float(self, "noise", 0.0, 1.0)
         low, high = DATASETS[self.dataset].n_classes_range or (2, 10)
-        _check_int(self, "n_classes", low, high, f" for dataset {self.dataset!r}" if high != 10 else "")
-        _check_float(self, "test_fraction", 0.05, 0.5)
-        _check_int(self, "seed", 0, MAX_SEED)
+        check_int(self, "n_classes", low, high, f" for dataset {self.dataset!r}" if high != 10 else "")
+        check_float(self, "test_fraction", 0.05, 0.5)
+        check_int(self, "seed", 0, MAX_SEED)
 
     @property
     def info(self) -> DatasetInfo:
         return DATASETS[self.dataset]
-
-    # -- round trips (URLs, JSON) -------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        """Build a config from a dict; unknown keys are an error, missing keys take defaults."""
-        if not isinstance(data, dict):
-            raise ValueError(f"config must be a dict of field values, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DataConfig field(s) {unknown}; allowed fields are {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> DataConfig:
-        """A copy with some fields changed (validated like a new config)."""
-        return DataConfig.from_dict({**self.to_dict(), **changes})
 
 
 def make_dataset(cfg: DataConfig) -> PointDataset:
@@ -134,32 +115,6 @@ def make_dataset(cfg: DataConfig) -> PointDataset:
         x, y, group = make(cfg.n_samples, cfg.noise, rng)
         meta.update(n_classes=0, group_names=list(names))
     return split_points(x, y, group, test_fraction=cfg.test_fraction, rng=rng, **meta)
-
-
-# -- validation helpers: each raises ValueError(field, value, allowed range) ----------------------------
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is out of range: allowed {allowed}")
-
-
-def _check_int(cfg: Any, name: str, low: int, high: int, context: str = "") -> None:
-    v = getattr(cfg, name)
-    allowed = f"an integer from {low} to {high}{context}"
-    if isinstance(v, float) and v.is_integer():  # JSON and URLs may hand us 8.0
-        v = int(v)
-        object.__setattr__(cfg, name, v)
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high:
-        _fail(name, getattr(cfg, name), allowed)
-    object.__setattr__(cfg, name, int(v))
-
-
-def _check_float(cfg: Any, name: str, low: float, high: float) -> None:
-    v = getattr(cfg, name)
-    allowed = f"a number from {low:g} to {high:g}"
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v):
-        _fail(name, v, allowed)
-    if not low <= v <= high:
-        _fail(name, v, allowed)
-    object.__setattr__(cfg, name, float(v))
 
 
 __all__ = [
