@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from apptools import fresh
 from streamlit.testing.v1 import AppTest
-
-ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 
 
 def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=120)
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return fresh(page=page)
 
 
 def test_compare_trains_both_in_lockstep_on_the_same_data():

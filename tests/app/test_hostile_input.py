@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from apptools import fresh, metric
 from streamlit.testing.v1 import AppTest
-
-ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-
-
-def fresh(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=120)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def step_metric(at: AppTest) -> str:
-    return next(m.value for m in at.metric if m.label == "Step")
+    return metric(at, "Step")
 
 
 @pytest.mark.parametrize("query, fragment", [

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from apptools import fresh
 from streamlit.testing.v1 import AppTest
 
 from moe_core.lessons import load_lessons
 
-ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
 PAGE = "app_pages/lessons.py"
 LESSONS = load_lessons()
 
 
 def open_lessons(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=120)
-    at.run()  # the default page first, as a browser would; then the deep link
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return fresh(query, page=PAGE)
 
 
 def progress_text(at: AppTest) -> str:

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from apptools import fresh, metric
 from streamlit.testing.v1 import AppTest
 
 from moe_core.settings import PlaygroundSettings
-
-ENTRY = str(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
-TIMEOUT = 120
-
-
-def fresh(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 def session(at: AppTest):
@@ -29,10 +17,6 @@ def session(at: AppTest):
 
 def chart_specs(at: AppTest) -> list[str]:
     return [el.proto.spec for el in at.get("plotly_chart")]
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
 
 
 def test_playground_loads_with_its_default_views():
