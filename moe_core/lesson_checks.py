@@ -81,13 +81,19 @@ def ownership(trainer: Trainer) -> np.ndarray:
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-def check_observation(step: Step, obs: Observation) -> ObservationResult:
-    steps = step.budget
-    run_values = [metric_value(train_variant(step.preset, obs.run, s, steps), obs.metric) for s in obs.seeds]
-    against_values = None
-    if obs.against is not None:
-        against_values = [metric_value(train_variant(step.preset, obs.against, s, steps), obs.metric)
-                          for s in obs.seeds]
+def check_observation(step: Step, obs: Observation, runs: dict | None = None) -> ObservationResult:
+    """Train the observation's runs and compare. `runs`, if given, keeps trained runs by (settings, steps)
+    so that observations sharing a run (the same preset, seed and budget) train it once."""
+    runs = {} if runs is None else runs
+
+    def value(changes: dict, seed: int) -> float:
+        key = (PlaygroundSettings(**{**step.preset, **changes, "seed": seed}), step.budget)
+        if key not in runs:
+            runs[key] = train_variant(step.preset, changes, seed, step.budget)
+        return metric_value(runs[key], obs.metric)
+
+    run_values = [value(obs.run, s) for s in obs.seeds]
+    against_values = [value(obs.against, s) for s in obs.seeds] if obs.against is not None else None
     run = float(np.mean(run_values))
     other = float(np.mean(against_values)) if against_values is not None else None
     (kind, target), = obs.expect.items()

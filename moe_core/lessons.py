@@ -29,8 +29,8 @@ A lesson file looks like this (a teacher edits it without touching Python):
     metric = "max_vio"
     run = { aux_loss_coef = 0.0 }           # changes to the preset for the measured run
     against = { aux_loss_coef = 0.01 }      # the run it is compared with (for ratio/greater/less)
-    expect = { ratio_at_least = 3.0 }
-    seeds = [0, 1, 2]
+    expect = { ratio_at_least = 3.0 }     # or "greater_than_against" / "less_than_against"
+    seeds = [0, 1, 2]                     # optional numbers take "none": capacity_factor = "none"
     ```
     Markdown prose of the step, with LaTeX: $C = \\lceil cf \\cdot k \\cdot T / E \\rceil$.
 
@@ -155,6 +155,7 @@ def _step(where: str, number: int, title: str, body: str) -> Step:
     preset = spec.get("preset", {})
     if not isinstance(preset, dict):
         raise LessonError(f"{at}, field 'preset': must be a table of settings")
+    preset = _none_values(preset)
     for name in preset:
         if name not in CONTROL_BY_FIELD:
             raise LessonError(f"{at}, field 'preset.{name}': not a control; known: {sorted(CONTROL_BY_FIELD)}")
@@ -194,6 +195,12 @@ def _step(where: str, number: int, title: str, body: str) -> Step:
                 observe=observe)
 
 
+def _none_values(values: dict[str, Any]) -> dict[str, Any]:
+    """TOML has no null: "none" stands for None in optional numbers (capacity_factor = "none": dropless)."""
+    return {k: None if isinstance(v, str) and v.lower() == "none" and k in CONTROL_BY_FIELD
+            and CONTROL_BY_FIELD[k].kind == "optional_float" else v for k, v in values.items()}
+
+
 def _check(spec: Any, at: str) -> Check | None:
     if spec is None:
         return None
@@ -217,15 +224,19 @@ def _observation(spec: Any, at: str, preset: dict[str, Any]) -> Observation:
     if spec.get("metric") not in METRICS:
         raise LessonError(f"{at}, field 'metric': one of {', '.join(METRICS)}")
     expect = spec.get("expect")
+    if expect in ("greater_than_against", "less_than_against"):  # no value needed
+        expect = {expect: True}
     if not isinstance(expect, dict) or len(expect) != 1 or next(iter(expect)) not in EXPECTATIONS:
         raise LessonError(f"{at}, field 'expect': one of {', '.join(EXPECTATIONS)} with its value")
     needs_against = next(iter(expect)) not in ("at_least", "at_most")
+    changes = {}
     for key in ("run", "against"):
         value = spec.get(key)
         if value is None:
             continue
         if not isinstance(value, dict):
             raise LessonError(f"{at}, field '{key}': must be a table of settings")
+        value = changes[key] = _none_values(value)
         try:
             PlaygroundSettings(**{**preset, **value})
         except (ValueError, TypeError) as err:
@@ -237,8 +248,8 @@ def _observation(spec: Any, at: str, preset: dict[str, Any]) -> Observation:
         raise LessonError(f"{at}, field 'seeds': a non-empty list of whole numbers")
     if not isinstance(spec.get("what"), str):
         raise LessonError(f"{at}, field 'what': required, the sentence the lesson claims")
-    return Observation(what=spec["what"], metric=spec["metric"], expect=expect, run=spec.get("run", {}),
-                       against=spec.get("against"), seeds=seeds)
+    return Observation(what=spec["what"], metric=spec["metric"], expect=expect, run=changes.get("run", {}),
+                       against=changes.get("against"), seeds=seeds)
 
 
 def resolve_code(dotted: str, at: str = "") -> Any:

@@ -98,3 +98,16 @@ def test_missing_front_matter_and_missing_step_block(tmp_path):
         load_lesson(_write(tmp_path, "# A step\nprose only\n"))
     with pytest.raises(LessonError, match="field 'minutes'"):
         load_lesson(_write(tmp_path, GOOD_STEP, front='title = "T"\nsummary = "S"'))
+
+
+def test_none_for_optional_numbers_and_value_free_expectations(tmp_path):
+    body = GOOD_STEP.replace('preset = { dataset = "spirals" }',
+                             'preset = { dataset = "spirals", capacity_factor = "none" }')
+    body = body.replace('try = "Press Play."',
+                        'try = "x"\nbudget = 10\n[[observe]]\nwhat = "w"\nmetric = "dropped_frac"\n'
+                        'run = { capacity_factor = 0.5 }\nagainst = { capacity_factor = "none" }\n'
+                        'expect = "greater_than_against"')
+    step = load_lesson(_write(tmp_path, body)).steps[0]
+    assert step.settings.capacity_factor is None
+    assert step.observe[0].against == {"capacity_factor": None}
+    assert step.observe[0].expect == {"greater_than_against": True}
