@@ -8,6 +8,7 @@ Losses marked "differentiable" return a 0-dim tensor that keeps the graph; the r
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from moe_core.capacity import expert_capacity
@@ -76,15 +77,23 @@ def cv_squared(x: torch.Tensor) -> torch.Tensor:
 
 
 # -- load balance ------------------------------------------------------------------------------------------
+def _counts(tokens_per_expert) -> np.ndarray:
+    """A load vector (tensor, array or list) as float64 numpy: these summaries run every training step on a
+    few numbers, where numpy costs microseconds and torch's per-op overhead dominates."""
+    if isinstance(tokens_per_expert, torch.Tensor):
+        tokens_per_expert = tokens_per_expert.detach().cpu().numpy()
+    return np.asarray(tokens_per_expert, dtype=np.float64).reshape(-1)
+
+
 def load_cv(tokens_per_expert: torch.Tensor) -> float:
     """Coefficient of variation of the load, std_pop(c) / mean(c) (Shazeer et al. 2017).
 
     0 at perfect balance, √(E−1) for a top-1 collapse onto one expert; 0.0 when every count is 0.
     """
-    c = tokens_per_expert.detach().double()  # (E,)
-    if c.numel() == 0 or c.mean() == 0:
+    c = _counts(tokens_per_expert)  # (E,)
+    if c.size == 0 or c.mean() == 0:
         return 0.0
-    return float(c.std(correction=0) / c.mean())
+    return float(c.std() / c.mean())  # numpy's std is the population std
 
 
 def max_violation(tokens_per_expert: torch.Tensor) -> float:
@@ -92,8 +101,8 @@ def max_violation(tokens_per_expert: torch.Tensor) -> float:
 
     0 at perfect balance, E − 1 for a top-1 collapse; 0.0 when every count is 0.
     """
-    c = tokens_per_expert.detach().double()  # (E,)
-    if c.numel() == 0 or c.mean() == 0:
+    c = _counts(tokens_per_expert)  # (E,)
+    if c.size == 0 or c.mean() == 0:
         return 0.0
     return float(c.max() / c.mean() - 1.0)
 
@@ -145,12 +154,12 @@ def usage_entropy(tokens_per_expert: torch.Tensor) -> float:
 
     ln E at perfect balance, 0 for a collapse onto one expert; 0.0 for an empty or all-zero count vector.
     """
-    c = tokens_per_expert.detach().double()  # (E,)
+    c = _counts(tokens_per_expert)  # (E,)
     total = c.sum()
-    if c.numel() == 0 or total == 0:
+    if c.size == 0 or total == 0:
         return 0.0
-    u = c / total
-    return float(-torch.special.xlogy(u, u).sum())
+    u = c[c > 0] / total
+    return float(-(u * np.log(u)).sum())
 
 
 # -- specialization ---------------------------------------------------------------------------------------

@@ -222,24 +222,29 @@ class Trainer:
         """One row of metrics. Everything is gathered into one tensor and read back with a single sync."""
         E = self.n_experts
         z = [i.losses["z"] for i in infos if "z" in i.losses]
-        zero = torch.zeros((), device=self.device)
-        parts = [loss.detach(), task_loss.detach(), (loss - task_loss).detach(), quality,
-                 torch.stack(z).mean().detach() if z else zero]
+        parts = [torch.stack([loss.detach(), task_loss.detach(), quality.float(),
+                              (sum(z) / len(z)).detach() if z else torch.zeros((), device=self.device)])]
         if infos:
-            loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0)  # (E,) mean over layers
-            dropped = sum(i.dropped.sum() for i in infos) / sum(i.selected.sum() for i in infos).clamp_min(1)
-            p = torch.stack([i.router_probs for i in infos])  # (L, T, E)
+            if len(infos) == 1:
+                info = infos[0]
+                loads, dropped, selected, p = info.tokens_per_expert, info.dropped, info.selected, info.router_probs
+            else:
+                loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0)  # (E,) mean over layers
+                dropped, selected = torch.cat([i.dropped for i in infos]), torch.cat([i.selected for i in infos])
+                p = torch.cat([i.router_probs for i in infos])
+            drop_frac = dropped.sum() / selected.sum().clamp_min(1)
             entropy = -(p * torch.log(p + 1e-9)).sum(-1).mean()  # mean per-token router entropy, nats
-            parts += [dropped.float(), entropy.float(), *loads]
-        values = torch.stack([v.float() for v in parts]).tolist()
-        rec: dict[str, float] = {"step": self.step_count, "loss": values[0], "task_loss": values[1],
-                                 "aux_loss": values[2], "z_loss": values[4]}
-        rec["mse" if self.task == "regression" else "accuracy"] = values[3]
+            parts += [torch.stack([drop_frac.float(), entropy.float()]), loads.float()]
+        values = torch.cat(parts).tolist()
+        loss_v, task_v, quality_v, z_v = values[:4]
+        rec: dict[str, float] = {"step": self.step_count, "loss": loss_v, "task_loss": task_v,
+                                 "aux_loss": loss_v - task_v, "z_loss": z_v}
+        rec["mse" if self.task == "regression" else "accuracy"] = quality_v
         if infos:
-            load = torch.tensor(values[7:])
-            rec.update(load_cv=metrics.load_cv(load), max_vio=metrics.max_violation(load), dropped_frac=values[5],
-                       router_entropy=values[6], usage_entropy=metrics.usage_entropy(load))
-            rec.update({f"load_{e}": values[7 + e] for e in range(E)})
+            load = values[6:]
+            rec.update(load_cv=metrics.load_cv(load), max_vio=metrics.max_violation(load), dropped_frac=values[4],
+                       router_entropy=values[5], usage_entropy=metrics.usage_entropy(load))
+            rec.update({f"load_{e}": load[e] for e in range(E)})
         rec["step_ms"] = self.last_step_ms
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
         return rec
