@@ -23,6 +23,7 @@ With more ranks than cores the processes also wait for the CPU, which shows up e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -190,7 +192,7 @@ def launch(
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     if method == "forkserver":  # only takes effect before the forkserver's first start
         mp.set_forkserver_preload(["torch", "torch.distributed", "pandas", "moe_core.distributed"])
-    with tempfile.TemporaryDirectory(prefix="ep-launch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ep-launch-") as tmp, _without_main_module():
         ctx = mp.start_processes(
             _run_rank, args=(world_size, tmp, backend, timeout_s, threads, fn, args), nprocs=world_size, join=False,
             start_method=method,
@@ -218,6 +220,20 @@ def launch(
             _stop(ctx.processes)
             spawn_log.setLevel(level)
         return [torch.load(os.path.join(tmp, f"result{r}.pt"), weights_only=False) for r in range(world_size)]
+
+
+@contextlib.contextmanager
+def _without_main_module():
+    """Start ranks without re-running the parent's __main__ in them. spawn/forkserver children import the
+    parent's main script; when that is a Streamlit page, a notebook or a test runner's AppTest script it
+    fails there (or does work twice). The ranks need only moe_core and fn's own module."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__: nothing to re-run
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _run_rank(rank: int, world_size: int, tmp: str, backend: str, timeout_s: float, threads, fn, args) -> None:

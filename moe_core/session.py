@@ -103,12 +103,17 @@ class PlaygroundSession:
             return f"Training: step {self.step}{rate}."
         return f"Paused at step {self.step}."
 
-    def tick(self, budget_s: float = 0.2, steps: int | None = None) -> TickResult:
-        """Run up to `steps` (default: steps_per_tick) optimizer steps within `budget_s`, then snapshot."""
+    def tick(self, budget_s: float = 0.2, steps: int | None = None, only_if_running: bool = False) -> TickResult:
+        """Run up to `steps` (default: steps_per_tick) optimizer steps within `budget_s`, then snapshot.
+
+        only_if_running: a live tick that was waiting for a training slot while the learner pressed Pause
+        trains nothing (paused means paused, however busy the server is)."""
         steps = self.settings.steps_per_tick if steps is None else steps
         t0 = time.perf_counter()
         with TRAINING_SLOTS:
             waited = time.perf_counter() - t0
+            if only_if_running and not self.running:
+                steps = 0
             t1 = time.perf_counter()
             records = self.trainer.run_for(budget_s, max_steps=steps) if steps > 0 else []
             trained = time.perf_counter() - t1

@@ -70,9 +70,9 @@ cols[2].button("Reset both", icon=":material/restart_alt:", on_click=reset, key=
 def side_by_side() -> None:
     if a.running or b.running:  # the same number of steps for both, so the views stay aligned step for step
         lead, other = (a, b) if a.running else (b, a)
-        done = lead.tick(budget_s=live.TRAIN_BUDGET_S / 2).steps
+        done = lead.tick(budget_s=live.TRAIN_BUDGET_S / 2, only_if_running=True).steps
         if other.running:
-            other.tick(budget_s=float("inf"), steps=done)
+            other.tick(budget_s=float("inf"), steps=done, only_if_running=True)
     sa, sb = a.latest, b.latest
     ha, hb = a.trainer.history, b.trainer.history
     names = [v for v in views.available_views(sa) if v in views.available_views(sb)]

@@ -8,7 +8,7 @@ from moe_core.session import PlaygroundSession
 from moe_core.snapshot import Snapshot
 from moe_ui import views
 
-TICK_SECONDS = 0.5  # fragment interval; each tick trains for at most TRAIN_BUDGET_S, well under it
+TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
 TRAIN_BUDGET_S = 0.2
 
 
@@ -110,7 +110,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
     @st.fragment(run_every=TICK_SECONDS if sess.running else None)
     def tick() -> None:
         if sess.running:
-            sess.tick(budget_s=TRAIN_BUDGET_S)
+            sess.tick(budget_s=TRAIN_BUDGET_S, only_if_running=True)
         status(sess)
         snap = timeline_pick(sess, key)
         history = sess.trainer.history

@@ -44,7 +44,7 @@ def test_play_advances_on_its_own_and_pause_stops(page: Page, app_url: str):
     assert step_value(page) > first, "the step counter advances with no further clicks"
     page.get_by_role("button", name="Pause", exact=True).click()
     expect(page.get_by_role("button", name="Play", exact=True)).to_be_visible(timeout=TIMEOUT)
-    page.wait_for_timeout(1200)  # let an in-flight tick land
+    settled(page)  # paused: the script goes idle
     paused = step_value(page)
     page.wait_for_timeout(2000)
     assert step_value(page) == paused, "paused means paused"

@@ -84,3 +84,11 @@ def test_bad_live_change_leaves_everything_as_it_was():
     with pytest.raises(ValueError):
         PlaygroundSettings(**{**vars(SMALL), "capacity_factor": -1.0})
     assert s.settings == before and s.step == 5
+
+
+def test_a_live_tick_after_pause_trains_nothing():
+    s = PlaygroundSession(SMALL)
+    s.running = False  # the learner pressed Pause while this tick waited for a training slot
+    assert s.tick(10.0, only_if_running=True).steps == 0 and s.step == 0
+    s.running = True
+    assert s.tick(10.0, only_if_running=True).steps == 5
