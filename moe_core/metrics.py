@@ -8,6 +8,8 @@ Losses marked "differentiable" return a 0-dim tensor that keeps the graph; the r
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -105,6 +107,24 @@ def max_violation(tokens_per_expert: torch.Tensor) -> float:
     if c.size == 0 or c.mean() == 0:
         return 0.0
     return float(c.max() / c.mean() - 1.0)
+
+
+def load_summary(load: list[float]) -> tuple[float, float, float]:
+    """(load_cv, max_violation, usage_entropy) of a load given as a plain list, in plain Python.
+
+    The trainer records these three every step from E numbers it already read back; numpy's per-call
+    overhead there cost more than the arithmetic. Same formulas and edge cases as the three functions
+    above (tests/moe_core/test_metrics.py checks them against each other).
+    """
+    n = len(load)
+    total = sum(load)
+    mean = total / n if n else 0.0
+    if mean == 0:
+        return 0.0, 0.0, 0.0
+    cv = math.sqrt(sum((c - mean) ** 2 for c in load) / n) / mean
+    shares = [c / total for c in load]
+    entropy = -sum(u * math.log(u) for u in shares if u > 0)
+    return cv, max(load) / mean - 1.0, entropy
 
 
 # -- dropping ---------------------------------------------------------------------------------------------

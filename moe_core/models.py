@@ -92,7 +92,7 @@ class PointMoENet(nn.Module):
         self.head = nn.Linear(d, n_outputs)
 
     def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, list[RoutingInfo]]:
-        token_ids = grid_cell_ids(points)  # (N,) what the hash router hashes
+        token_ids = grid_cell_ids(points) if self.cfg.moe.router == "hash" else None  # (N,) what hash hashes
         h = self.embed(points)  # (N, d)
         infos = []
         for norm, ffn in zip(self.norms, self.ffns, strict=True):

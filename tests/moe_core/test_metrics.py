@@ -20,6 +20,7 @@ from moe_core.metrics import (
     flops_per_token,
     load_balancing_loss,
     load_cv,
+    load_summary,
     max_violation,
     mutual_information,
     parameter_counts,
@@ -134,6 +135,16 @@ def test_balance_metrics_nonnegative(counts):
     c = torch.tensor(counts)
     assert max_violation(c) >= 0.0
     assert load_cv(c) >= 0.0
+
+
+@PROPS
+@given(st.lists(st.floats(min_value=0, max_value=1000, allow_subnormal=False), min_size=1, max_size=64))
+def test_load_summary_agrees_with_the_numpy_metrics(load):
+    cv, vio, usage = load_summary(load)
+    c = torch.tensor(load, dtype=torch.float64)
+    assert cv == pytest.approx(load_cv(c), rel=1e-9, abs=1e-12)
+    assert vio == pytest.approx(max_violation(c), rel=1e-9, abs=1e-12)
+    assert usage == pytest.approx(usage_entropy(c), rel=1e-9, abs=1e-12)
 
 
 # -- dropping -----------------------------------------------------------------------------------------------

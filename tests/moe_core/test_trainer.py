@@ -122,10 +122,10 @@ def test_checkpoint_round_trip(tmp_path):
     t.save_checkpoint(path)
     again = Trainer.from_checkpoint(path, device="cpu")
     assert again.step_count == 10
-    x = t.tensors.x_test[:20]
+    x = t.tensors.x_test[:20]  # on t's device (CUDA where there is one); `again` lives on the CPU
     t.model.eval()
     again.model.eval()
-    torch.testing.assert_close(t.model(x)[0], again.model(x)[0])
+    torch.testing.assert_close(t.model(x)[0].cpu(), again.model(x.cpu())[0])
     assert again.model_config == t.model_config
 
 
