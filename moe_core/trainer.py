@@ -9,6 +9,7 @@ generators owned by this trainer, never from torch's global random state.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -192,14 +193,16 @@ class Trainer:
         loss = task_loss
         for info in infos:
             loss = loss + info.aux_loss
-        if not torch.isfinite(loss):
-            self._diverge(f"the loss became {float(loss.detach())} at step {self.step_count + 1}")
-            return None
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # also when the loss is not finite: the check below reads it back with everything else
         norm = self._clip_gradients()
-        if not torch.isfinite(norm):
-            self._diverge(f"the gradients became {float(norm)} at step {self.step_count + 1}")
+        values = self._read_back(loss, task_loss, quality, norm, infos)  # the step's only device sync
+        loss_v, norm_v = values[0], values[4]
+        if not math.isfinite(loss_v):
+            self._diverge(f"the loss became {loss_v} at step {self.step_count + 1}")
+            return None
+        if not math.isfinite(norm_v):
+            self._diverge(f"the gradients became {norm_v} at step {self.step_count + 1}")
             return None
         torch._foreach_copy_(self._good, [p.detach() for p in self.params])
         fused_adamw_step(self.optimizer)
@@ -208,7 +211,7 @@ class Trainer:
         self.step_count += 1
         self.last_infos = infos
         self.last_step_ms = (time.perf_counter() - t0) * 1000.0
-        record = self._record(loss, task_loss, quality, infos)
+        record = self._record(values, infos)
         self._remember(record)
         return record
 
@@ -236,11 +239,12 @@ class Trainer:
             f"(now {self.optimizer.param_groups[0]['lr']:g}) or the loss coefficients and start again."
         )
 
-    def _record(self, loss, task_loss, quality, infos: list[RoutingInfo]) -> dict[str, float]:
-        """One row of metrics. Everything is gathered into one tensor and read back with a single sync."""
+    def _read_back(self, loss, task_loss, quality, grad_norm, infos: list[RoutingInfo]) -> list[float]:
+        """Every number a step reports, gathered into one tensor and read back with a single sync:
+        [loss, task_loss, quality, z_loss, grad_norm, (dropped, selected, router_entropy, load_0..E-1)]."""
         z = [i.losses["z"] for i in infos if "z" in i.losses]
         parts = [torch.stack([loss.detach(), task_loss.detach(), quality.float(),
-                              (sum(z) / len(z)).detach() if z else self._zero])]
+                              (sum(z) / len(z)).detach() if z else self._zero, grad_norm])]
         if infos:
             if len(infos) == 1:
                 info = infos[0]
@@ -251,14 +255,17 @@ class Trainer:
                 p = torch.cat([i.router_probs for i in infos])
             entropy = torch.special.entr(p).sum(-1).mean()  # mean per-token router entropy, nats (0 ln 0 = 0)
             parts += [torch.stack([dropped.sum(), selected.sum()]), entropy[None], loads]
-        values = torch.cat(parts).tolist()  # one read-back; cat promotes the counts to float
+        return torch.cat(parts).tolist()  # cat promotes the counts to float
+
+    def _record(self, values: list[float], infos: list[RoutingInfo]) -> dict[str, float]:
+        """One row of metrics from _read_back's numbers."""
         loss_v, task_v, quality_v, z_v = values[:4]
         rec: dict[str, float] = {"step": self.step_count, "loss": loss_v, "task_loss": task_v,
                                  "aux_loss": loss_v - task_v, "z_loss": z_v}
         rec["mse" if self.task == "regression" else "accuracy"] = quality_v
         if infos:
-            n_dropped, n_selected, entropy_v = values[4:7]
-            load = values[7:]
+            n_dropped, n_selected, entropy_v = values[5:8]
+            load = values[8:]
             cv, max_vio, usage = metrics.load_summary(load)
             rec.update(load_cv=cv, max_vio=max_vio, dropped_frac=n_dropped / max(n_selected, 1.0),
                        router_entropy=entropy_v, usage_entropy=usage)
