@@ -19,6 +19,7 @@ from torch import nn
 
 from moe_core.capacity import assign_slots, expert_capacity
 from moe_core.config import MoEConfig
+from moe_core.dispatch import dispatch_experts_combine
 from moe_core.experts import SwiGLU, SwiGLUExperts
 from moe_core.routers import SigmoidBiasRouter, SoftRouter, build_router
 
@@ -92,11 +93,9 @@ class MoELayer(nn.Module):
                 capacity, limit = out.capacity, None
             priority = out.priority if cfg.overflow_policy == "probability" else None
             slots = assign_slots(out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts)
-            x_sorted = x.index_select(0, slots.token_order)  # (N, d) grouped by expert
-            y_sorted = self.experts(x_sorted, slots.kept_per_expert)  # (N, d)
             w = out.gates.t().reshape(-1).index_select(0, slots.kept_pairs)  # (N,) gate of each kept pair
-            y = torch.zeros_like(x, dtype=y_sorted.dtype).index_add(
-                0, slots.token_order, y_sorted * w.to(y_sorted.dtype)[:, None]
+            y = dispatch_experts_combine(
+                x, w.to(x.dtype), self.experts.w_in, self.experts.w_out, slots.token_order, slots.kept_per_expert
             )  # (T, d)
             kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
         if self.shared is not None:

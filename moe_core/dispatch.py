@@ -1,0 +1,184 @@
+"""Dispatch, SwiGLU experts and combine as one autograd Function, run in cache-sized row chunks.
+
+    y[t] = sum over kept pairs n of token t:  w_n * FFN_{e(n)}(x[t]),   FFN_e(x) = (silu(x Wg_e) * (x Wu_e)) Wd_e
+
+The pairs arrive sorted by expert (capacity.assign_slots). Written out with autograd ops this is
+index_select -> grouped matmul -> swiglu -> grouped matmul -> gate multiply -> index_add, and every op streams
+a whole (N, .) tensor through memory, forward and backward. On the 2-core CPUs this project runs on, a
+(8192, 256) float32 intermediate (8 MB) does not fit in a core's L2 (2 MB), and elementwise ops on it ran
+about 3x slower per element than on a 1024-row block (benchmarks/README.md). So we walk the sorted rows in
+chunks of at most CHUNK_ROWS and do every step of one chunk while it is in cache, in the forward and in a
+hand-written backward. The same trick (tile the expert MLP, fuse gather/scatter into it) is what
+MegaBlocks (Gale et al. 2022, arXiv:2211.15841) and ScatterMoE (Tan et al. 2024, arXiv:2403.08245) do on GPUs.
+
+A chunk is either a piece of one expert's rows (plain mm, weight grads accumulated with addmm) or a run of
+whole small experts (one grouped_mm when the dtype/device allow it, else a loop of mm). Chunks are planned on
+the host from the per-expert counts (one device sync; free on a CPU). On CUDA there is no chunking
+(CHUNK_ROWS_CUDA = no limit): the GPU has no such cache cliff, and fewer launches win there.
+
+Saved for backward: the pre-activation h (N, 2h) and the un-gated expert outputs (N, d); x is re-gathered per
+chunk (cheaper than keeping a sorted copy). Not twice differentiable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+CHUNK_ROWS = 1024  # rows per chunk on a CPU: h (1024, 2*128) float32 is 1 MB, half an L2; tuned in benchmarks/README.md
+CHUNK_ROWS_CUDA = 1 << 62  # i.e. no chunking on a GPU
+
+_HAS_GROUPED_MM = hasattr(F, "grouped_mm")
+
+
+def plan_chunks(counts: list[int], max_rows: int) -> list[tuple[int, int, int, int]]:
+    """(row_start, row_end, first_expert, end_expert) of each chunk, covering every non-empty expert.
+
+    Whole experts are packed together while they fit in max_rows; a bigger expert is cut into near-equal
+    pieces of at most max_rows (so a piece never mixes experts). Empty experts inside a pack are harmless.
+    """
+    chunks: list[tuple[int, int, int, int]] = []
+    row, pack_row, pack_e = 0, 0, None
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        if pack_e is not None and row + n - pack_row > max_rows:  # close the open pack
+            chunks.append((pack_row, row, pack_e, e))
+            pack_e = None
+        if n > max_rows:
+            pieces = -(-n // max_rows)
+            bounds = [row + n * i // pieces for i in range(pieces + 1)]
+            chunks += [(a, b, e, e + 1) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        elif pack_e is None:
+            pack_row, pack_e = row, e
+        row += n
+    if pack_e is not None:
+        chunks.append((pack_row, row, pack_e, len(counts)))
+    return chunks
+
+
+def _grouped_ok(x: torch.Tensor, w_in: torch.Tensor) -> bool:
+    # grouped_mm wants 16-byte aligned strides; on CUDA it also wants bf16 and SM80+ (the CPU kernel takes
+    # float32). Elsewhere (float64 tests, other GPUs) a chunk of several experts runs as a loop of mm.
+    if not _HAS_GROUPED_MM or x.dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if x.device.type == "cuda":
+        if x.dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device) < (8, 0):
+            return False
+    elif x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    align = 16 // x.element_size()
+    return w_in.shape[1] % align == 0 and w_in.shape[2] % (2 * align) == 0
+
+
+def _work_items(counts: list[int], max_rows: int, grouped: bool, token_order: torch.Tensor):
+    """The plan as work items (r0, r1, tokens, e0, e1, offs): offs is None for a piece of one expert (e1 = e0 + 1),
+    else the group ends for grouped_mm; without grouped_mm a pack is split back into its experts."""
+    items = []
+    for r0, r1, e0, e1 in plan_chunks(counts, max_rows):
+        if e1 - e0 == 1 or grouped:
+            offs = None
+            if e1 - e0 > 1:
+                offs = torch.tensor(counts[e0:e1], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+                offs = offs.to(token_order.device)
+            items.append((r0, r1, token_order[r0:r1], e0, e1, offs))
+            continue
+        row = r0
+        for e in range(e0, e1):
+            n = counts[e]
+            if n:
+                items.append((row, row + n, token_order[row : row + n], e, e + 1, None))
+            row += n
+    return items
+
+
+class DispatchExpertsCombine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gates, w_in, w_out, token_order, counts, max_rows):
+        """x (T, d), gates (N,) per sorted pair, w_in (E, d, 2h), w_out (E, h, d), token_order (N,) long,
+        counts: python list of rows per expert (sum N). Returns y (T, d)."""
+        half = w_out.shape[1]
+        items = _work_items(counts, max_rows, _grouped_ok(x, w_in), token_order)
+        gate_col = gates[:, None]  # (N, 1)
+        saved = []  # per item: x rows (R, d), [gate | up] (R, 2h), silu(gate) (R, h), un-gated output (R, d)
+        y = torch.zeros_like(x)  # (T, d)
+        for r0, r1, tok, e0, e1, offs in items:
+            xc = x.index_select(0, tok)  # (R, d)
+            hc = xc @ w_in[e0] if offs is None else F.grouped_mm(xc, w_in[e0:e1], offs=offs)  # (R, 2h)
+            sc = F.silu(hc[:, :half])  # (R, h); kept: cheaper than recomputing it in backward
+            act = sc * hc[:, half:]  # (R, h)
+            yc = act @ w_out[e0] if offs is None else F.grouped_mm(act, w_out[e0:e1], offs=offs)  # (R, d)
+            y.index_add_(0, tok, yc * gate_col[r0:r1])
+            saved.append((xc, hc, sc, yc))
+        ctx.save_for_backward(gates, w_in, w_out)
+        ctx.items, ctx.saved, ctx.x_shape = items, saved, x.shape
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        gates, w_in, w_out = ctx.saved_tensors
+        need_x, need_g, need_win, need_wout = ctx.needs_input_grad[:4]
+        dy = dy.contiguous()
+        E, half = w_in.shape[0], w_out.shape[1]
+        dx = dy.new_zeros(ctx.x_shape) if need_x else None
+        dgates = torch.empty_like(gates) if need_g else None
+        gate_col = gates[:, None]  # (N, 1)
+        dw_in = dw_out = None  # (E, d, 2h), (E, h, d): a pack's result itself when one pack holds every expert
+        written = [False] * E
+        if not (len(ctx.items) == 1 and ctx.items[0][5] is not None and ctx.items[0][3:5] == (0, E)):
+            dw_in, dw_out = torch.empty_like(w_in), torch.empty_like(w_out)
+        for (r0, r1, tok, e0, e1, offs), (xc, hc, sc, yc) in zip(ctx.items, ctx.saved, strict=True):
+            dyc = dy.index_select(0, tok)  # (R, d)
+            if need_g:
+                torch.sum(dyc * yc, dim=1, out=dgates[r0:r1])
+            dyc.mul_(gate_col[r0:r1])  # the gradient reaching the expert's output
+            up = hc[:, half:]
+            act_t = (sc * up).t()  # (h, R)
+            if offs is None:  # a piece of expert e0: weight grads accumulate over its pieces
+                _mm_into(dw_out[e0], act_t, dyc, written[e0])
+                dh = _swiglu_grad(dyc @ w_out[e0].t(), hc, sc)  # (R, 2h)
+                _mm_into(dw_in[e0], xc.t(), dh, written[e0])
+                dxc = dh @ w_in[e0].t() if need_x else None  # (R, d)
+            else:  # whole experts e0..e1-1, each only in this chunk
+                g_out = F.grouped_mm(act_t, dyc, offs=offs)  # (G, h, d)
+                dh = _swiglu_grad(F.grouped_mm(dyc, w_out[e0:e1].transpose(1, 2), offs=offs), hc, sc)
+                g_in = F.grouped_mm(xc.t(), dh, offs=offs)  # (G, d, 2h)
+                if dw_in is None:
+                    dw_in, dw_out = g_in, g_out
+                else:
+                    dw_in[e0:e1], dw_out[e0:e1] = g_in, g_out
+                dxc = F.grouped_mm(dh, w_in[e0:e1].transpose(1, 2), offs=offs) if need_x else None
+            written[e0:e1] = [True] * (e1 - e0)
+            if need_x:
+                dx.index_add_(0, tok, dxc)
+        if dw_in is None:  # no rows at all
+            dw_in, dw_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
+        for e, done in enumerate(written):  # experts that got no rows and no pack
+            if not done:
+                dw_in[e].zero_()
+                dw_out[e].zero_()
+        return dx, dgates, dw_in if need_win else None, dw_out if need_wout else None, None, None, None
+
+
+def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
+    if accumulate:
+        out.addmm_(a, b)
+    else:
+        torch.mm(a, b, out=out)
+
+
+def _swiglu_grad(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor) -> torch.Tensor:
+    """d loss / d [gate | up] (R, 2h) from d loss / d (silu(gate) * up) (R, h), written into one buffer."""
+    half = silu_gate.shape[1]
+    dh = torch.empty_like(h)
+    torch.mul(da, silu_gate, out=dh[:, half:])
+    torch.ops.aten.silu_backward.grad_input(da * h[:, half:], h[:, :half], grad_input=dh[:, :half])
+    return dh
+
+
+def dispatch_experts_combine(x, gates, w_in, w_out, token_order, counts: torch.Tensor) -> torch.Tensor:
+    """y (T, d) = sum over sorted pairs of gates * SwiGLU expert(x[token_order]); see the module docstring."""
+    max_rows = CHUNK_ROWS_CUDA if x.device.type == "cuda" else CHUNK_ROWS
+    return DispatchExpertsCombine.apply(x, gates, w_in, w_out, token_order, counts.tolist(), max_rows)

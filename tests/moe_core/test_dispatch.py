@@ -1,0 +1,134 @@
+"""The fused dispatch + experts + combine Function against plain autograd ops, chunk plans included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import moe_core.dispatch as dispatch
+from moe_core import MoEConfig, MoELayer
+from moe_core.dispatch import DispatchExpertsCombine, plan_chunks
+from moe_core.reference import naive_moe
+
+
+def _slow(x, gates, w_in, w_out, token_order, counts):
+    """The same function from autograd ops, one expert at a time (what the layer did before the fusion)."""
+    y = torch.zeros_like(x)
+    row = 0
+    for e, n in enumerate(counts):
+        tok = token_order[row : row + n]
+        gate, up = (x[tok] @ w_in[e]).chunk(2, dim=-1)
+        out = (torch.nn.functional.silu(gate) * up) @ w_out[e]  # (n, d)
+        y = y.index_add(0, tok, out * gates[row : row + n, None])
+        row += n
+    return y
+
+
+def _problem(T, E, k, d, h, dtype, empty=(), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    experts = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)])  # (T, k) distinct
+    for e in empty:  # send expert e's pairs elsewhere so that it gets no rows
+        experts[experts == e] = (e + 1) % E if (e + 1) % E not in empty else (e + 2) % E
+    flat = experts.t().reshape(-1)
+    pair_order = torch.sort(flat, stable=True).indices
+    counts = torch.bincount(flat, minlength=E).tolist()
+    x = torch.randn(T, d, dtype=dtype, generator=g)
+    gates = torch.rand(T * k, dtype=dtype, generator=g)
+    w_in = torch.randn(E, d, 2 * h, dtype=dtype, generator=g) / d**0.5
+    w_out = torch.randn(E, h, d, dtype=dtype, generator=g) / h**0.5
+    return x, gates, w_in, w_out, pair_order % T, counts
+
+
+def test_plan_covers_every_row_once_and_never_mixes_a_split_expert():
+    for counts, max_rows in [([5, 0, 3, 9, 0, 1], 4), ([0, 0, 7], 3), ([2, 2, 2, 2], 4), ([0, 0], 8), ([10], 10)]:
+        chunks = plan_chunks(counts, max_rows)
+        rows = [r for r0, r1, _, _ in chunks for r in range(r0, r1)]
+        assert rows == list(range(sum(counts)))
+        starts = [sum(counts[:e]) for e in range(len(counts) + 1)]
+        for r0, r1, e0, e1 in chunks:
+            assert 0 < r1 - r0 <= max_rows
+            if e1 - e0 == 1:  # a piece of one expert
+                assert starts[e0] <= r0 and r1 <= starts[e0 + 1]
+            else:  # whole experts
+                assert (r0, r1) == (starts[e0], starts[e1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("max_rows", [1, 4, 7, 1000])
+@pytest.mark.parametrize("empty", [(), (0, 3), (5,)])
+def test_matches_autograd_ops(dtype, max_rows, empty):
+    T, E, k, d, h = 19, 6, 2, 8, 4  # float32 with d, h multiples of 4 takes the grouped_mm path for packs
+    x, gates, w_in, w_out, tok, counts = _problem(T, E, k, d, h, dtype, empty)
+    assert all(counts[e] == 0 for e in empty)
+    assert dispatch._grouped_ok(x, w_in) == (dtype == torch.float32)  # packs of experts: grouped_mm vs mm loop
+    inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    y = DispatchExpertsCombine.apply(*inputs, tok, counts, max_rows)
+    y_ref = _slow(*ref_inputs, tok, counts)
+    probe = torch.randn_like(y)
+    (y * probe).sum().backward()
+    (y_ref * probe).sum().backward()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
+    for name, a, b in zip(["x", "gates", "w_in", "w_out"], inputs, ref_inputs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("max_rows", [4, 1000])
+def test_one_expert(dtype, max_rows):
+    x, gates, w_in, w_out, tok, counts = _problem(10, 1, 1, 8, 4, dtype)
+    inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    (DispatchExpertsCombine.apply(*inputs, tok, counts, max_rows) ** 2).sum().backward()
+    (_slow(*ref_inputs, tok, counts) ** 2).sum().backward()
+    for a, b in zip(inputs, ref_inputs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("max_rows", [3, 1000])
+def test_gradcheck(max_rows):
+    x, gates, w_in, w_out, tok, counts = _problem(9, 4, 2, 3, 2, torch.float64, empty=(2,), seed=1)
+    inputs = [t.requires_grad_() for t in (x, gates, w_in, w_out)]
+    assert torch.autograd.gradcheck(lambda *a: DispatchExpertsCombine.apply(*a, tok, counts, max_rows), inputs)
+
+
+def test_only_the_needed_grads_and_expanded_incoming_gradient():
+    x, gates, w_in, w_out, tok, counts = _problem(16, 4, 2, 8, 4, torch.float32)
+    w_in.requires_grad_()
+    y = DispatchExpertsCombine.apply(x, gates, w_in, w_out, tok, counts, 5)
+    y.sum().backward()  # a stride-0 gradient
+    ref = w_in.detach().clone().requires_grad_()
+    _slow(x, gates, ref, w_out, tok, counts).sum().backward()
+    torch.testing.assert_close(w_in.grad, ref.grad, atol=1e-5, rtol=1e-5)
+    assert x.grad is None and gates.grad is None
+
+
+def test_no_rows_at_all_gives_zeros_and_zero_weight_grads():
+    x = torch.randn(5, 8)
+    w_in = torch.randn(3, 8, 8, requires_grad=True)
+    w_out = torch.randn(3, 4, 8, requires_grad=True)
+    y = DispatchExpertsCombine.apply(x, torch.zeros(0), w_in, w_out, torch.zeros(0, dtype=torch.long), [0, 0, 0], 4)
+    assert torch.equal(y, torch.zeros_like(x))
+    y.sum().backward()
+    assert torch.equal(w_in.grad, torch.zeros_like(w_in)) and torch.equal(w_out.grad, torch.zeros_like(w_out))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("capacity_factor", [None, 0.75])
+def test_layer_with_tiny_chunks_matches_reference(monkeypatch, dtype, capacity_factor):
+    """The layer's own path with chunks of 5 rows (pieces and packs at once) against the per-token reference."""
+    monkeypatch.setattr(dispatch, "CHUNK_ROWS", 5)
+    torch.manual_seed(0)
+    cfg = MoEConfig(d_model=8, n_experts=6, top_k=2, expert_hidden=4, capacity_factor=capacity_factor)
+    layer = MoELayer(cfg).to(dtype)
+    x = torch.randn(30, 8, dtype=dtype, requires_grad=True)
+    probe = torch.randn(30, 8, dtype=dtype)
+    y, info = layer(x)
+    params = [x, *layer.parameters()]
+    grads = torch.autograd.grad((y * probe).sum() + info.aux_loss, params)
+    y_ref, aux_ref, _ = naive_moe(layer, x)
+    grads_ref = torch.autograd.grad((y_ref * probe).sum() + aux_ref, params)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
