@@ -41,27 +41,30 @@ def both_running() -> bool:
     return a.running and b.running
 
 
-def toggle() -> None:
-    run = not both_running()
-    a.running = run and not a.trainer.diverged
-    b.running = run and not b.trainer.diverged
+# Once per click, as in moe_ui/live.py: never in a fragment rerun that carries the click too.
+def set_running(run: bool) -> None:  # the state the button's label shows
+    if not state.click_in_fragment_rerun():
+        a.running = run and not a.trainer.diverged
+        b.running = run and not b.trainer.diverged
 
 
 def step() -> None:
-    for s in (a, b):
-        s.running = False
-        s.step_once()
+    if not state.click_in_fragment_rerun():
+        for s in (a, b):
+            s.running = False
+            s.step_once()
 
 
 def reset() -> None:
-    a.reset()
-    b.reset()
+    if not state.click_in_fragment_rerun():
+        a.reset()
+        b.reset()
 
 
 cols = st.columns(3)
 cols[0].button("Pause" if both_running() else "Play",
-               icon=":material/pause:" if both_running() else ":material/play_arrow:", on_click=toggle,
-               type="primary", key="cmp_play", width="stretch")
+               icon=":material/pause:" if both_running() else ":material/play_arrow:", on_click=set_running,
+               args=(not both_running(),), type="primary", key="cmp_play", width="stretch")
 cols[1].button("Step", icon=":material/skip_next:", on_click=step, key="cmp_step", width="stretch")
 cols[2].button("Reset both", icon=":material/restart_alt:", on_click=reset, key="cmp_reset", width="stretch")
 

@@ -7,31 +7,36 @@ import streamlit as st
 from moe_core.session import PlaygroundSession
 from moe_core.snapshot import Snapshot
 from moe_ui import views
+from moe_ui.state import click_in_fragment_rerun
 
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
 TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks responsive when a class trains
 
 
-def _toggle(sess: PlaygroundSession) -> None:
-    if not sess.trainer.diverged:
-        sess.running = not sess.running
+# Button callbacks act once per click: never in a fragment rerun that carries the click too (see
+# moe_ui/state.py, click_in_fragment_rerun), and Play/Pause sets the state its label shows rather than toggling.
+def _set_running(sess: PlaygroundSession, running: bool) -> None:
+    if not click_in_fragment_rerun():
+        sess.running = running and not sess.trainer.diverged
 
 
 def _step(sess: PlaygroundSession) -> None:
-    sess.running = False
-    sess.step_once()
+    if not click_in_fragment_rerun():
+        sess.running = False
+        sess.step_once()
 
 
 def _reset(sess: PlaygroundSession) -> None:
-    sess.reset()
+    if not click_in_fragment_rerun():
+        sess.reset()
 
 
 def transport(sess: PlaygroundSession, key: str) -> None:
     """Play / Pause, Step, Reset. Callbacks change state before the rerun: fast repeated clicks are safe."""
     cols = st.columns(3)
     label, icon = ("Pause", ":material/pause:") if sess.running else ("Play", ":material/play_arrow:")
-    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_toggle, args=(sess,), type="primary",
-                   disabled=sess.trainer.diverged is not None, width="stretch")
+    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_set_running, args=(sess, not sess.running),
+                   type="primary", disabled=sess.trainer.diverged is not None, width="stretch")
     cols[1].button("Step", key=f"{key}_step", icon=":material/skip_next:", on_click=_step, args=(sess,),
                    disabled=sess.trainer.diverged is not None, width="stretch")
     cols[2].button("Reset", key=f"{key}_reset", icon=":material/restart_alt:", on_click=_reset, args=(sess,),

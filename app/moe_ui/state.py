@@ -10,6 +10,19 @@ from moe_core.settings import CONTROLS, PlaygroundSettings
 HIDEABLE = {c.url for c in CONTROLS}
 
 
+def click_in_fragment_rerun() -> bool:
+    """True inside a widget callback that Streamlit runs as part of a fragment rerun.
+
+    When a click coincides with a run_every tick, Streamlit's frontend sends the click's trigger twice: with the
+    fragment's auto-rerun and with the full rerun the click causes, and the callback runs in both. Buttons outside
+    the live fragment (Play/Pause, Step, Reset, New data) act only in the full rerun: once per click. Seen on a
+    busy server as a Pause that undid itself (toggled twice)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return bool(ctx is not None and ctx.fragment_ids_this_run)
+
+
 def presenter_mode() -> bool:
     """?present=1: larger type, controls collapsed (for a projector)."""
     return str(st.query_params.get("present", "")).lower() in ("1", "true", "yes", "on")

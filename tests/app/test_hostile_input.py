@@ -92,3 +92,35 @@ def test_top_k_slider_follows_fewer_experts():
     assert sess.settings.n_experts == 4 and sess.settings.top_k <= 4
     next(s for s in at.slider if s.key == "ctl_n_experts").set_value(1).run()
     assert not at.exception and sess.settings.top_k == 1
+
+
+
+def test_a_click_that_also_rides_on_a_live_tick_acts_once(monkeypatch):
+    """Streamlit's frontend can send one click twice: with the live fragment's auto-rerun and with the full
+    rerun (seen in a browser: a Pause that toggled twice and kept training). Callbacks act only outside
+    fragment reruns, and Play/Pause sets the state its label shows."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import streamlit.runtime.scriptrunner as scriptrunner
+    from moe_ui import live
+    from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
+
+    assert "fragment_ids_this_run" in {f.name for f in dataclasses.fields(ScriptRunContext)}, \
+        "Streamlit renamed the field that tells a fragment rerun apart"
+    at = fresh()
+    sess = at.session_state["play"]
+    fragment_run = SimpleNamespace(fragment_ids_this_run=["tick"])
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda suppress_warning=False: fragment_run)
+    live._set_running(sess, True)
+    live._step(sess)
+    assert not sess.running and sess.step == 0, "in a fragment rerun the click does nothing ..."
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda suppress_warning=False: None)
+    live._set_running(sess, True)
+    live._set_running(sess, True)
+    assert sess.running, "... in the full rerun it acts; Play twice is still Play"
+    live._step(sess)
+    assert not sess.running and sess.step == 1
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda suppress_warning=False: fragment_run)
+    live._reset(sess)
+    assert sess.step == 1
