@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import streamlit as st
 
-from moe_core.session import PlaygroundSession
+from moe_core.session import TICK_SLOTS, PlaygroundSession
 from moe_core.snapshot import Snapshot
 from moe_ui import views
 from moe_ui.state import click_in_fragment_rerun
@@ -110,21 +112,30 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
 
 def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None = None,
               allowed_views: list[str] | None = None) -> None:
-    """The ticking fragment: train a time-boxed chunk, then redraw. No threads."""
+    """The ticking fragment: train a time-boxed chunk, then redraw. No threads. A fragment rerun (the timer's tick)
+    waits for the server's TICK_SLOTS and trains for a fair share of the server's training time; the same fragment
+    inside a full run (the learner did something) does not wait for a tick slot."""
 
     @st.fragment(run_every=TICK_SECONDS if sess.running else None)
     def tick() -> None:
-        if sess.running:
-            sess.tick(budget_s=TRAIN_BUDGET_S, only_if_running=True)
-        status(sess)
-        snap = timeline_pick(sess, key)
-        history = sess.trainer.history
-        headline(snap, history)
-        chosen, options, layer = view_options(snap, key, default_views, allowed_views)
-        views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)
-        if not sess.running and st.session_state.get(f"{key}_was_running"):
-            st.session_state[f"{key}_was_running"] = False
-            st.rerun()  # training stopped inside a tick (diverged): a full run redraws the buttons
-        st.session_state[f"{key}_was_running"] = sess.running
+        timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
+        with TICK_SLOTS if timer else nullcontext():
+            # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
+            # (Streamlit then stops this run) ends here instead of training for a page that is gone.
+            status_box = st.empty()
+            if sess.running:
+                sess.tick(budget_s=TRAIN_BUDGET_S, only_if_running=True, fair=True)
+            with status_box:
+                status(sess)
+            snap = timeline_pick(sess, key)
+            history = sess.trainer.history
+            headline(snap, history)
+            chosen, options, layer = view_options(snap, key, default_views, allowed_views)
+            views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)
+            if not sess.running and st.session_state.get(f"{key}_was_running"):
+                st.session_state[f"{key}_was_running"] = False
+                st.rerun()  # training stopped inside a tick (diverged): a full run redraws the buttons
+            st.session_state[f"{key}_was_running"] = sess.running
 
+    st.session_state[f"{key}_full_run"] = True
     tick()

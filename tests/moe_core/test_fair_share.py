@@ -1,0 +1,115 @@
+"""The server-side guards a classroom relies on: first-come-first-served slots, a fair training budget per tick,
+and a live tick that gives up on a busy training slot instead of queueing. No timing thresholds: the behaviour
+is checked through order, counts and the budgets handed to the trainer (the timings are in
+benchmarks/bench_classroom.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from moe_core import session as session_module
+from moe_core.session import FairSlots, PlaygroundSession, fair_budget
+from moe_core.settings import PlaygroundSettings
+
+SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
+
+
+def wait_until(cond, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)
+
+
+def test_slots_serve_waiters_in_arrival_order_and_nobody_jumps_the_queue():
+    slots = FairSlots(1)
+    assert slots.acquire()
+    order: list[int] = []
+
+    def worker(i: int) -> None:
+        with slots:
+            order.append(i)
+
+    threads = []
+    for i in range(5):
+        t = threading.Thread(target=worker, args=(i,))
+        t.start()
+        wait_until(lambda n=i + 1: slots.waiting == n, f"waiter {i} queued")
+        threads.append(t)
+    slots.release()  # handed to waiter 0, not put back in the pool ...
+    assert not slots.acquire(timeout=0), "... so a newcomer cannot take it ahead of the queue"
+    for t in threads:
+        t.join(10)
+    assert order == [0, 1, 2, 3, 4]
+    assert slots.acquire(timeout=0), "free again once the queue is empty"
+    slots.release()
+
+
+def test_a_timed_out_waiter_holds_nothing_and_leaves_the_queue():
+    slots = FairSlots(2)
+    assert slots.acquire() and slots.acquire()
+    assert not slots.acquire(timeout=0.01)
+    assert slots.waiting == 0
+    slots.release()
+    slots.release()
+    assert slots.acquire(timeout=0) and slots.acquire(timeout=0)  # both slots back, none leaked
+    slots.release()
+    slots.release()
+    with pytest.raises(ValueError):
+        slots.release()
+
+
+def test_fair_budget_splits_the_share_and_stays_within_bounds():
+    share, floor = session_module.TRAINING_SHARE_S, session_module.MIN_TICK_BUDGET_S
+    assert fair_budget(0.1, 1) == min(0.1, share)
+    assert fair_budget(1.0, 4) == pytest.approx(share / 4)
+    assert fair_budget(1.0, 10_000) == floor, "a crowded server still trains a little per tick"
+    assert fair_budget(0.001, 1) == 0.001, "never more than the caller asked for"
+    budgets = [fair_budget(1.0, n) for n in range(1, 40)]
+    assert budgets == sorted(budgets, reverse=True), "more students, never a bigger share"
+
+
+def test_recently_training_sessions_count_and_idle_ones_expire(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(session_module.time, "monotonic", lambda: clock[0])
+    load = session_module._TrainingLoad()
+    assert [load.active(k) for k in range(3)] == [1, 2, 3]
+    assert load.active(0) == 3, "the same session counts once"
+    clock[0] += session_module.ACTIVE_WINDOW_S + 0.5
+    assert load.active(1) == 1, "sessions that stopped ticking (paused, closed) drop out by themselves"
+
+
+def test_a_live_tick_trains_for_its_fair_share(monkeypatch):
+    s = PlaygroundSession(SMALL)
+    s.running = True
+    budgets: list[float] = []
+    real = s.trainer.run_for
+
+    def spy(budget_s, max_steps=None):
+        budgets.append(budget_s)
+        return real(budget_s, max_steps=max_steps)
+
+    monkeypatch.setattr(s.trainer, "run_for", spy)
+    monkeypatch.setattr(session_module, "TRAINING_LOAD", session_module._TrainingLoad())
+    others = [PlaygroundSession(SMALL) for _ in range(9)]
+    for o in others:  # nine other students trained a moment ago
+        session_module.TRAINING_LOAD.active(o._load_key)
+    s.tick(budget_s=10.0, only_if_running=True, fair=True)
+    s.tick(budget_s=10.0)  # not a live tick: the caller's budget as given
+    assert budgets == [pytest.approx(fair_budget(10.0, 10)), 10.0]
+
+
+def test_a_live_tick_that_cannot_get_the_training_slot_skips_training_but_keeps_the_model(monkeypatch):
+    monkeypatch.setattr(session_module, "SLOT_TIMEOUT_S", 0.01)
+    s = PlaygroundSession(SMALL)
+    s.running = True
+    assert session_module.TRAINING_SLOTS.acquire()  # someone else's long chunk
+    try:
+        result = s.tick(budget_s=10.0, only_if_running=True, fair=True)
+    finally:
+        session_module.TRAINING_SLOTS.release()
+    assert result.steps == 0 and s.step == 0 and s.running and len(s.timeline) == 1
+    assert s.tick(budget_s=10.0, only_if_running=True, fair=True).steps == 5, "the next tick trains"
