@@ -16,8 +16,10 @@ whole small experts (one grouped_mm when the dtype/device allow it, else a loop 
 the host from the per-expert counts (one device sync; free on a CPU). On CUDA there is no chunking
 (CHUNK_ROWS_CUDA = no limit): the GPU has no such cache cliff, and fewer launches win there.
 
-Saved for backward: the pre-activation h (N, 2h) and the un-gated expert outputs (N, d); x is re-gathered per
-chunk (cheaper than keeping a sorted copy). Not twice differentiable.
+Saved for backward, per chunk: the gathered rows of x (R, d), the pre-activation [gate | up] (R, 2h), silu(gate)
+and the activation (R, h each), and the un-gated expert output (R, d) for the gradient of the gate. Keeping the
+activations costs 2 * N * h floats more than recomputing them, and saves two elementwise passes per chunk.
+Not twice differentiable.
 """
 
 from __future__ import annotations
@@ -101,16 +103,16 @@ class DispatchExpertsCombine(torch.autograd.Function):
         half = w_out.shape[1]
         items = _work_items(counts, max_rows, _grouped_ok(x, w_in), token_order)
         gate_col = gates[:, None]  # (N, 1)
-        saved = []  # per item: x rows (R, d), [gate | up] (R, 2h), silu(gate) (R, h), un-gated output (R, d)
+        saved = []  # per item: x rows (R, d), [gate | up] (R, 2h), silu(gate), activation (R, h), output (R, d)
         y = torch.zeros_like(x)  # (T, d)
         for r0, r1, tok, e0, e1, offs in items:
             xc = x.index_select(0, tok)  # (R, d)
             hc = xc @ w_in[e0] if offs is None else F.grouped_mm(xc, w_in[e0:e1], offs=offs)  # (R, 2h)
-            sc = F.silu(hc[:, :half])  # (R, h); kept: cheaper than recomputing it in backward
+            sc = F.silu(hc[:, :half])  # (R, h); kept, like act: cheaper than recomputing them in backward
             act = sc * hc[:, half:]  # (R, h)
             yc = act @ w_out[e0] if offs is None else F.grouped_mm(act, w_out[e0:e1], offs=offs)  # (R, d)
             y.index_add_(0, tok, yc * gate_col[r0:r1])
-            saved.append((xc, hc, sc, yc))
+            saved.append((xc, hc, sc, act, yc))
         ctx.save_for_backward(gates, w_in, w_out)
         ctx.items, ctx.saved, ctx.x_shape = items, saved, x.shape
         return y
@@ -121,35 +123,35 @@ class DispatchExpertsCombine(torch.autograd.Function):
         gates, w_in, w_out = ctx.saved_tensors
         need_x, need_g, need_win, need_wout = ctx.needs_input_grad[:4]
         dy = dy.contiguous()
-        E, half = w_in.shape[0], w_out.shape[1]
+        E = w_in.shape[0]
         dx = dy.new_zeros(ctx.x_shape) if need_x else None
         dgates = torch.empty_like(gates) if need_g else None
         gate_col = gates[:, None]  # (N, 1)
+        w_in_t, w_out_t = w_in.transpose(1, 2), w_out.transpose(1, 2)  # (E, 2h, d), (E, d, h)
         dw_in = dw_out = None  # (E, d, 2h), (E, h, d): a pack's result itself when one pack holds every expert
         written = [False] * E
         if not (len(ctx.items) == 1 and ctx.items[0][5] is not None and ctx.items[0][3:5] == (0, E)):
             dw_in, dw_out = torch.empty_like(w_in), torch.empty_like(w_out)
-        for (r0, r1, tok, e0, e1, offs), (xc, hc, sc, yc) in zip(ctx.items, ctx.saved, strict=True):
+        for (r0, r1, tok, e0, e1, offs), (xc, hc, sc, act, yc) in zip(ctx.items, ctx.saved, strict=True):
             dyc = dy.index_select(0, tok)  # (R, d)
             if need_g:
-                torch.sum(dyc * yc, dim=1, out=dgates[r0:r1])
+                torch.linalg.vecdot(dyc, yc, out=dgates[r0:r1])  # d gate = <dy, expert output>
             dyc.mul_(gate_col[r0:r1])  # the gradient reaching the expert's output
-            up = hc[:, half:]
-            act_t = (sc * up).t()  # (h, R)
+            act_t = act.t()  # (h, R)
             if offs is None:  # a piece of expert e0: weight grads accumulate over its pieces
                 _mm_into(dw_out[e0], act_t, dyc, written[e0])
-                dh = _swiglu_grad(dyc @ w_out[e0].t(), hc, sc)  # (R, 2h)
+                dh = _swiglu_grad(dyc @ w_out_t[e0], hc, sc)  # (R, 2h)
                 _mm_into(dw_in[e0], xc.t(), dh, written[e0])
-                dxc = dh @ w_in[e0].t() if need_x else None  # (R, d)
+                dxc = dh @ w_in_t[e0] if need_x else None  # (R, d)
             else:  # whole experts e0..e1-1, each only in this chunk
                 g_out = F.grouped_mm(act_t, dyc, offs=offs)  # (G, h, d)
-                dh = _swiglu_grad(F.grouped_mm(dyc, w_out[e0:e1].transpose(1, 2), offs=offs), hc, sc)
+                dh = _swiglu_grad(F.grouped_mm(dyc, w_out_t[e0:e1], offs=offs), hc, sc)
                 g_in = F.grouped_mm(xc.t(), dh, offs=offs)  # (G, d, 2h)
                 if dw_in is None:
                     dw_in, dw_out = g_in, g_out
                 else:
                     dw_in[e0:e1], dw_out[e0:e1] = g_in, g_out
-                dxc = F.grouped_mm(dh, w_in[e0:e1].transpose(1, 2), offs=offs) if need_x else None
+                dxc = F.grouped_mm(dh, w_in_t[e0:e1], offs=offs) if need_x else None
             written[e0:e1] = [True] * (e1 - e0)
             if need_x:
                 dx.index_add_(0, tok, dxc)
