@@ -34,13 +34,15 @@ def check_isolation(a, b, app_url):
     open_app(b, f"{app_url}/?experts=12&top_k=3&router=hash&seed=2")
     a.get_by_role("button", name="Play", exact=True).click()
     expect(metric(a, "Step")).not_to_have_text("0", timeout=TIMEOUT)
+    assert step_value(b) == 0, "B has not trained: A's steps are A's alone"
+    b.get_by_role("button", name="Play", exact=True).click()
+    expect(metric(b, "Step")).not_to_have_text("0", timeout=TIMEOUT)
+    # A pauses while both train (this once failed on a busy server: the click rode on one of A's ticks as well
+    # and the Play/Pause toggle ran twice; see moe_ui/state.py, click_in_fragment_rerun)
     a.get_by_role("button", name="Pause", exact=True).click()
     expect(a.get_by_role("button", name="Play", exact=True)).to_be_visible(timeout=TIMEOUT)
     settled(a)
     a_paused = stable_step(a)
-    assert step_value(b) == 0, "B has not trained: A's steps are A's alone"
-    b.get_by_role("button", name="Play", exact=True).click()
-    expect(metric(b, "Step")).not_to_have_text("0", timeout=TIMEOUT)
     b_before = step_value(b)
     expect(metric(b, "Step")).not_to_have_text(f"{b_before:,}", timeout=TIMEOUT)  # B keeps training
     assert step_value(a) == a_paused, "A stays paused while B trains"
