@@ -7,9 +7,10 @@ index_select -> grouped matmul -> swiglu -> grouped matmul -> gate multiply -> i
 a whole (N, .) tensor through memory, forward and backward. On the 2-core CPUs this project runs on, a
 (8192, 256) float32 intermediate (8 MB) does not fit in a core's L2 (2 MB), and elementwise ops on it ran
 about 3x slower per element than on a 1024-row block (benchmarks/README.md). So we walk the sorted rows in
-chunks of at most CHUNK_ROWS and do every step of one chunk while it is in cache, in the forward and in a
-hand-written backward. The same trick (tile the expert MLP, fuse gather/scatter into it) is what
-MegaBlocks (Gale et al. 2022, arXiv:2211.15841) and ScatterMoE (Tan et al. 2024, arXiv:2403.08245) do on GPUs.
+chunks of at most CHUNK_ROWS (when there are more than UNCHUNKED_ROWS) and do every step of one chunk while it
+is in cache, in the forward and in a hand-written backward. The same trick (tile the expert MLP, fuse gather and
+scatter into it) is what MegaBlocks (Gale et al. 2022, arXiv:2211.15841) and ScatterMoE (Tan et al. 2024,
+arXiv:2403.08245) do on GPUs.
 
 A chunk is either a piece of one expert's rows (plain mm, weight grads accumulated with addmm) or a run of
 whole small experts (one grouped_mm when the dtype/device allow it, else a loop of mm). Chunks are planned on
@@ -28,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-CHUNK_ROWS = 1024  # rows per chunk on a CPU: h (1024, 2*128) float32 is 1 MB, half an L2; tuned in benchmarks/README.md
+CHUNK_ROWS = 1024  # rows per chunk on a CPU: h (1024, 2*128) float32 is 1 MB, half an L2
+UNCHUNKED_ROWS = 4096  # up to this many rows in all, one chunk: each extra chunk costs ~0.2 ms of Python and
+# ~25 more small ops, and in benchmarks/README.md splitting 4096 rows never paid for that; 8192 rows did
 CHUNK_ROWS_CUDA = 1 << 62  # i.e. no chunking on a GPU
 
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
@@ -182,5 +185,8 @@ def _swiglu_grad(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor) -> 
 
 def dispatch_experts_combine(x, gates, w_in, w_out, token_order, counts: torch.Tensor) -> torch.Tensor:
     """y (T, d) = sum over sorted pairs of gates * SwiGLU expert(x[token_order]); see the module docstring."""
-    max_rows = CHUNK_ROWS_CUDA if x.device.type == "cuda" else CHUNK_ROWS
+    if x.device.type == "cuda" or token_order.shape[0] <= UNCHUNKED_ROWS:
+        max_rows = CHUNK_ROWS_CUDA
+    else:
+        max_rows = CHUNK_ROWS
     return DispatchExpertsCombine.apply(x, gates, w_in, w_out, token_order, counts.tolist(), max_rows)

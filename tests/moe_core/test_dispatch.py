@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_devices import DEVICES
 
 import moe_core.dispatch as dispatch
 from moe_core import MoEConfig, MoELayer
@@ -86,6 +87,31 @@ def test_one_expert(dtype, max_rows):
         torch.testing.assert_close(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("max_rows", [8, None])
+def test_on_every_device_against_float64_on_the_cpu(device, dtype, max_rows):
+    """float32 and bfloat16 on each device (bf16 on a CUDA GPU of SM80+ takes the grouped_mm path), the device's
+    own chunk size (None) and a small one, against the autograd form in float64 on the CPU."""
+    x, gates, w_in, w_out, tok, counts = _problem(40, 6, 2, 16, 8, torch.float64, empty=(2,))
+    ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    inputs = [t.to(device, dtype).requires_grad_() for t in (x, gates, w_in, w_out)]
+    if max_rows is None:
+        max_rows = dispatch.CHUNK_ROWS_CUDA if device == "cuda" else dispatch.CHUNK_ROWS  # (40 * 2 rows: one chunk)
+    y = DispatchExpertsCombine.apply(*inputs, tok.to(device), counts, max_rows)
+    y_ref = _slow(*ref_inputs, tok, counts)
+    probe = torch.randn(y_ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    (y * probe.to(device, dtype)).sum().backward()
+    (y_ref * probe).sum().backward()
+    # relative to each tensor's largest entry: bf16 keeps 8 bits of mantissa (one rounding ~ 0.4 %)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    pairs = [("y", y, y_ref)] + [(n, a.grad, b.grad) for n, a, b in zip(["x", "gates", "w_in", "w_out"], inputs,
+                                                                      ref_inputs, strict=True)]
+    for name, got, ref in pairs:
+        err = (got.double().cpu() - ref.detach()).abs().max().item()
+        assert err <= tol * ref.abs().max().item(), f"{name}: max |error| {err:.3g}, max |ref| {ref.abs().max():.3g}"
+
+
 @pytest.mark.parametrize("max_rows", [3, 1000])
 def test_gradcheck(max_rows):
     x, gates, w_in, w_out, tok, counts = _problem(9, 4, 2, 3, 2, torch.float64, empty=(2,), seed=1)
@@ -119,6 +145,7 @@ def test_no_rows_at_all_gives_zeros_and_zero_weight_grads():
 def test_layer_with_tiny_chunks_matches_reference(monkeypatch, dtype, capacity_factor):
     """The layer's own path with chunks of 5 rows (pieces and packs at once) against the per-token reference."""
     monkeypatch.setattr(dispatch, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(dispatch, "UNCHUNKED_ROWS", 0)
     torch.manual_seed(0)
     cfg = MoEConfig(d_model=8, n_experts=6, top_k=2, expert_hidden=4, capacity_factor=capacity_factor)
     layer = MoELayer(cfg).to(dtype)
