@@ -5,9 +5,10 @@
 The layer returns only the feed-forward output; the residual connection belongs to the block around it,
 so a token whose every slot was dropped leaves the block unchanged (y = 0), as in Switch and GShard.
 
-Dispatch is vectorized: the kept (token, slot) pairs are sorted by expert once (capacity.assign_slots),
-gathered into one contiguous (N, d) block, pushed through the experts (experts.SwiGLUExperts) and
-scattered back with index_add. No Python loop over tokens.
+Dispatch is vectorized: the kept (token, slot) pairs are sorted by expert once (capacity.assign_slots); then
+one autograd Function (dispatch.py) gathers their rows, runs the SwiGLU experts (the weights of
+experts.SwiGLUExperts), applies the gates and scatters back with index_add, in cache-sized chunks of rows.
+No Python loop over tokens.
 """
 
 from __future__ import annotations
