@@ -149,6 +149,19 @@ def server_pid(launcher_pid: int) -> int:
     return max(descendants(launcher_pid), key=rss_bytes)
 
 
+@contextlib.contextmanager
+def fresh_server(quiet_pct: float | None):
+    """A new app server on a free port (after waiting for the machine to be quiet, if asked): (url, server pid)."""
+    if quiet_pct is not None:
+        wait_for_quiet(quiet_pct)
+    port = free_port()
+    proc = start_app(port)
+    try:
+        yield f"http://127.0.0.1:{port}", server_pid(proc.pid)
+    finally:
+        stop_app(proc)
+
+
 def wait_for_quiet(max_other_pct: float, timeout_s: float = 1800, sample_s: float = 10, log=print) -> float:
     """Wait until the rest of the machine (everything but this script and its children) uses at most
     max_other_pct % of one core over `sample_s` seconds. Other people's jobs share this machine. Returns it."""
@@ -792,46 +805,27 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.soak_minutes:
                 n = args.sessions[0]
-                if args.quiet is not None:
-                    wait_for_quiet(args.quiet)
-                port = free_port()
-                proc = start_app(port)
-                try:
-                    server = server_pid(proc.pid)
+                with fresh_server(args.quiet) as (url, server):
                     print(f"soak: {n} sessions for {args.soak_minutes:g} min (server pid {server})")
-                    r = soak(browser, f"http://127.0.0.1:{port}", server, n, args.soak_minutes,
-                             n_browsers=args.browsers)
+                    r = soak(browser, url, server, n, args.soak_minutes, n_browsers=args.browsers)
                     if args.release_rounds:
                         r["release"] = release_after_close(r, server, ttl)
                     close_students(r)
-                finally:
-                    stop_app(proc)
                 report["soak"] = r
                 print(soak_table(r))
             else:
                 for n in args.sessions:
-                    if args.quiet is not None:
-                        wait_for_quiet(args.quiet)
-                    port = free_port()
-                    proc = start_app(port)
-                    try:
-                        server = server_pid(proc.pid)
-                        print(f"N = {n}: {args.seconds:g} s window (server pid {server}, "
-                              f"load {loadavg():.2f})")
-                        rounds = []
+                    with fresh_server(args.quiet) as (url, server):
+                        print(f"N = {n}: {args.seconds:g} s window (server pid {server}, load {loadavg():.2f})")
                         for rnd in range(max(1, args.release_rounds)):
-                            r = measure_classroom(browser, f"http://127.0.0.1:{port}", server, n, args.seconds,
-                                                  args.warmup, args.probe_every, args.probe_timeout,
-                                                  n_browsers=args.browsers)
+                            r = measure_classroom(browser, url, server, n, args.seconds, args.warmup,
+                                                  args.probe_every, args.probe_timeout, n_browsers=args.browsers)
                             if args.release_rounds:
                                 r["release"] = release_after_close(r, server, ttl)
                                 r["round"] = rnd + 1
                             close_students(r)
-                            rounds.append(r)
+                            report["runs"].append(r)
                             print(markdown_table([r]).splitlines()[-1])
-                        report["runs"] += rounds
-                    finally:
-                        stop_app(proc)
                 print()
                 print(markdown_table(report["runs"]))
         finally:
