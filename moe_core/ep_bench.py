@@ -5,12 +5,13 @@
 prints, per rank and in total, the tokens and bytes each rank sends to and receives from the OTHER ranks
 per step, the time in communication, waiting and compute, and the tokens dropped at its experts.
 
-Three layers, from pure to measured:
-  - traffic_matrix / implied_phases / implied_traffic: what a routing decision implies (no processes).
-    Give it a single-process MoELayer's RoutingInfo; the app's "Scaling out" view and lesson 8 plot it.
-  - launch: run fn(rank, world_size, ...) on N local processes in one gloo group (nccl on CUDA), with
-    timeouts; a rank that raises takes the group down and the error names it (EPLaunchError).
-  - measure_exchange / run_bench: the measured numbers of moe_core.distributed.ExpertParallelMoE.
+Three layers, from pure to measured, one module each:
+  - moe_core/ep_traffic.py, traffic_matrix / implied_phases / implied_traffic: what a routing decision implies
+    (no processes). Give it a single-process MoELayer's RoutingInfo; the app's "Scaling out" view and lesson 8
+    plot it.
+  - moe_core/ep_launch.py, launch: run fn(rank, world_size, ...) on N local processes in one process
+    group, with timeouts; a rank that raises takes the group down and the error names it (EPLaunchError).
+  - here, measure_exchange / run_bench: the measured numbers of moe_core.distributed.ExpertParallelMoE.
 
 A step is one training step of the layer: forward and backward, with the layer's input requiring grad as
 it would inside a model (4 token-sized exchanges: dispatch, combine and their gradients). Router gradients
@@ -23,289 +24,30 @@ With more ranks than cores the processes also wait for the CPU, which shows up e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import os
-import re
 import sys
-import tempfile
 import time
-import traceback
-import types
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
 from moe_core.config import MoEConfig
 from moe_core.distributed import (
-    COUNT_BYTES,
-    FLAG_BYTES,
-    KEY_BYTES,
     ExchangeLog,
     ExpertParallelMoE,
     check_router,
     check_world_size,
     shard_bounds,
 )
-from moe_core.layer import MoELayer, RoutingInfo
+from moe_core.ep_launch import EPLaunchError, launch
+from moe_core.ep_traffic import expert_range
+from moe_core.layer import MoELayer
 
 MAX_WORLD_SIZE = 64
-TOKEN_PHASES = ("dispatch", "combine")
-GRAD_PHASES = ("combine.grad", "dispatch.grad")  # backward runs the exchanges in reverse order
-
-
-# -- what the routing implies ------------------------------------------------------------------------------
-def traffic_matrix(
-    expert_index: torch.Tensor,  # (T, K) long: global routing of the global batch
-    kept: torch.Tensor,  # (T, K) bool: kept after capacity
-    world_size: int,
-    n_experts: int,
-    selected: torch.Tensor | None = None,  # (T, K) bool; None = every slot is a real choice
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(candidates, kept) as (W, W) long matrices: [s, o] = (token, slot) pairs of rank s's tokens for
-    experts on rank o, before and after capacity. Tokens are split in contiguous blocks (shard_bounds)."""
-    check_world_size(n_experts, world_size)
-    T, K = expert_index.shape
-    sizes = torch.tensor([b - a for a, b in shard_bounds(T, world_size)])
-    src = torch.repeat_interleave(torch.arange(world_size), sizes)[:, None].expand(T, K)  # (T, K)
-    pair = src * world_size + expert_index.cpu() // (n_experts // world_size)  # (T, K) flat (s, o)
-    sel = torch.ones_like(kept, dtype=torch.bool) if selected is None else selected.cpu()
-    cand = torch.bincount(pair[sel], minlength=world_size**2).view(world_size, world_size)
-    kept_m = torch.bincount(pair[kept.cpu() & sel], minlength=world_size**2).view(world_size, world_size)
-    return cand, kept_m
-
-
-def implied_phases(
-    cand: torch.Tensor,  # (W, W) from traffic_matrix
-    kept: torch.Tensor,  # (W, W)
-    n_experts: int,
-    d_model: int,
-    elem_bytes: int = 4,  # bytes per activation element (float32)
-    priority_bytes: int = 0,  # bytes per router priority; 0 unless overflow_policy="probability"
-    backward: bool = True,
-) -> list[dict[str, tuple[int, int]]]:
-    """Per rank, phase -> (bytes sent to other ranks, bytes received from them), as ExchangeLog.by_phase()."""
-    W = cand.shape[0]
-    off = ~torch.eye(W, dtype=torch.bool)
-    c_out, c_in = (cand * off).sum(1).tolist(), (cand * off).sum(0).tolist()
-    k_out, k_in = (kept * off).sum(1).tolist(), (kept * off).sum(0).tolist()
-    row, counts = d_model * elem_bytes, (W - 1) * (n_experts // W + 1) * COUNT_BYTES
-    out = []
-    for r in range(W):
-        phases = {"counts": (counts, counts), "keys": (c_out[r] * KEY_BYTES, c_in[r] * KEY_BYTES)}
-        if priority_bytes:
-            phases["priorities"] = (c_out[r] * priority_bytes, c_in[r] * priority_bytes)
-        phases["keep"] = (c_in[r] * FLAG_BYTES, c_out[r] * FLAG_BYTES)
-        phases["dispatch"] = (k_out[r] * row, k_in[r] * row)
-        phases["combine"] = (k_in[r] * row, k_out[r] * row)
-        if backward:
-            phases["combine.grad"] = (k_out[r] * row, k_in[r] * row)
-            phases["dispatch.grad"] = (k_in[r] * row, k_out[r] * row)
-        out.append(phases)
-    return out
-
-
-def priority_bytes_of(config: MoEConfig, elem_bytes: int) -> int:
-    """Bytes per exchanged router priority: only overflow_policy="probability" with a scoring router."""
-    if config.overflow_policy != "probability" or config.router in ("hash", "dense"):
-        return 0
-    return 8 if elem_bytes == 8 else 4  # routers compute in float32, float64 stays float64
-
-
-def implied_traffic(
-    info: RoutingInfo, config: MoEConfig, world_size: int, elem_bytes: int = 4, backward: bool = True
-) -> pd.DataFrame:
-    """Per rank, what a single-process routing decision implies for expert parallelism on world_size ranks.
-
-    Columns: tokens (local batch), tokens_sent / tokens_recv (kept rows dispatched to / from other ranks),
-    tokens_local (kept rows for its own experts), dropped (slots over capacity at its experts), expert_rows
-    (rows its experts compute), bytes_sent / bytes_recv (every exchange of one step, backward included if
-    asked), modeled_wait (share of the step a rank idles if compute time is proportional to expert_rows).
-    """
-    check_router(config.router)
-    kept = info.selected & ~info.dropped
-    cand, kept_m = traffic_matrix(info.expert_index, kept, world_size, config.n_experts, info.selected)
-    phases = implied_phases(cand, kept_m, config.n_experts, config.d_model, elem_bytes,
-                            priority_bytes_of(config, elem_bytes), backward)
-    return _frame(world_size, config.n_experts, info.n_tokens, cand, kept_m, phases)
-
-
-def _frame(W: int, E: int, T: int, cand: torch.Tensor, kept: torch.Tensor, phases: list[dict]) -> pd.DataFrame:
-    off = ~torch.eye(W, dtype=torch.bool)
-    expert_rows = kept.sum(0)
-    busiest = max(int(expert_rows.max()), 1)
-    rows = []
-    for r, (a, b) in enumerate(shard_bounds(T, W)):
-        rows.append(dict(
-            rank=r,
-            experts=_expert_range(r, E // W),
-            tokens=b - a,
-            tokens_sent=int((kept * off)[r].sum()),
-            tokens_recv=int((kept * off)[:, r].sum()),
-            tokens_local=int(kept[r, r]),
-            dropped=int(cand[:, r].sum() - kept[:, r].sum()),
-            expert_rows=int(expert_rows[r]),
-            bytes_sent=sum(s for s, _ in phases[r].values()),
-            bytes_recv=sum(v for _, v in phases[r].values()),
-            modeled_wait=1.0 - int(expert_rows[r]) / busiest,
-        ))
-    return pd.DataFrame(rows)
-
-
-def _expert_range(rank: int, per_rank: int) -> str:
-    lo = rank * per_rank
-    return f"{lo}" if per_rank == 1 else f"{lo}-{lo + per_rank - 1}"
-
-
-# -- the launcher ------------------------------------------------------------------------------------------
-class EPLaunchError(RuntimeError):
-    """A rank failed, or the group ran past its deadline. The message names the rank and its error."""
-
-
-def launch(
-    fn: Callable[..., Any],
-    world_size: int,
-    args: tuple = (),
-    backend: str = "gloo",
-    timeout_s: float = 60.0,  # process-group timeout: init and every collective
-    deadline_s: float = 600.0,  # the whole run
-    threads: int | None = None,  # intra-op threads per rank; None = the CPUs shared out, at least 1
-) -> list[Any]:
-    """Run fn(rank, world_size, *args) in world_size local processes joined in one process group.
-
-    Returns fn's results by rank. fn and args must be picklable (module-level). Processes start from a
-    forkserver that imported torch once (fast: ~0.1 s per launch after the first), or spawn where there is
-    no forkserver. If a rank raises, torch stops the others and EPLaunchError names the first rank that
-    failed for a reason of its own (not a peer's disappearance); a collective that waits longer than
-    timeout_s raises in the waiting rank, and after deadline_s every rank still running is stopped.
-    """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world size {world_size!r} is invalid: it must be a positive integer")
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    if method == "forkserver":  # only takes effect before the forkserver's first start
-        mp.set_forkserver_preload(["torch", "torch.distributed", "pandas", "moe_core.distributed"])
-    with tempfile.TemporaryDirectory(prefix="ep-launch-") as tmp, _without_main_module():
-        ctx = mp.start_processes(
-            _run_rank, args=(world_size, tmp, backend, timeout_s, threads, fn, args), nprocs=world_size, join=False,
-            start_method=method,
-        )
-        deadline = time.monotonic() + deadline_s
-        spawn_log = logging.getLogger("torch.multiprocessing.spawn")
-        level = spawn_log.level
-        spawn_log.setLevel(logging.ERROR)  # not "Terminating process ..." on a failure: our error names the rank
-        try:
-            while not ctx.join(timeout=0.1):
-                if time.monotonic() > deadline:
-                    alive = [r for r, p in enumerate(ctx.processes) if p.is_alive()]
-                    raise EPLaunchError(
-                        f"the process group did not finish within {deadline_s:g} s; {_ranks(alive)} "
-                        f"{'was' if len(alive) == 1 else 'were'} still running and stopped"
-                    )
-        except ProcessException as e:
-            # give the other ranks a moment to finish and write their own reports: the rank that raised may
-            # be a little slower to report than a peer that noticed its socket close
-            settle = time.monotonic() + 5.0
-            for p in ctx.processes:
-                p.join(timeout=max(0.0, settle - time.monotonic()))
-            raise EPLaunchError(_diagnose(tmp, world_size, timeout_s, e)) from None
-        finally:  # on any way out (error, deadline, Ctrl-C) no rank outlives the launch
-            _stop(ctx.processes)
-            spawn_log.setLevel(level)
-        return [torch.load(os.path.join(tmp, f"result{r}.pt"), weights_only=False) for r in range(world_size)]
-
-
-@contextlib.contextmanager
-def _without_main_module():
-    """Start ranks without re-running the parent's __main__ in them. spawn/forkserver children import the
-    parent's main script; when that is a Streamlit page, a notebook or a test runner's AppTest script it
-    fails there (or does work twice). The ranks need only moe_core and fn's own module."""
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__: nothing to re-run
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
-
-
-def _run_rank(rank: int, world_size: int, tmp: str, backend: str, timeout_s: float, threads, fn, args) -> None:
-    try:
-        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // world_size))
-        if backend == "nccl":
-            torch.cuda.set_device(rank % torch.cuda.device_count())
-        dist.init_process_group(
-            backend, init_method="file://" + os.path.join(tmp, "store"), rank=rank, world_size=world_size,
-            timeout=timedelta(seconds=timeout_s),
-        )
-        try:
-            result = fn(rank, world_size, *args)
-        finally:
-            dist.destroy_process_group()
-        torch.save(result, os.path.join(tmp, f"result{rank}.pt"))
-    except BaseException as e:
-        report = dict(
-            rank=rank, time=time.time(), error=f"{type(e).__name__}: {_first_line(str(e))}",
-            peer=isinstance(e, dist.DistError) or "gloo" in str(e).lower() or "nccl" in str(e).lower(),
-            traceback=traceback.format_exc(),
-        )
-        with open(os.path.join(tmp, f"error{rank}.json"), "w") as f:
-            json.dump(report, f)
-        raise
-
-
-def _first_line(msg: str, limit: int = 300) -> str:
-    line = next((s.strip() for s in msg.splitlines() if s.strip()), "")
-    line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # gloo's "[/path/to/file.cc:78] " prefix
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _diagnose(tmp: str, world_size: int, timeout_s: float, e: ProcessException) -> str:
-    reports = []
-    for r in range(world_size):
-        path = os.path.join(tmp, f"error{r}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                reports.append(json.load(f))
-    if not reports:  # killed by a signal or os._exit: no Python error to show
-        how = f"exit code {e.exit_code}" if isinstance(e, ProcessExitedException) else _first_line(str(e))
-        return f"rank {e.error_index} of {world_size} died ({how})"
-    reports.sort(key=lambda rep: (rep["peer"], rep["time"]))  # an error of its own first, then the earliest
-    root = reports[0]
-    silent = sorted(set(range(world_size)) - {rep["rank"] for rep in reports if rep["peer"]} - {root["rank"]})
-    if root["peer"] and silent:  # nobody failed on its own: someone stopped answering
-        return (f"{_ranks(silent)} stopped responding: rank {root['rank']} of {world_size} gave up waiting "
-                f"(timeout {timeout_s:g} s): {root['error']}")
-    where = " in a collective (a peer left it or never came)" if root["peer"] else ""
-    msg = f"rank {root['rank']} of {world_size} failed{where}: {root['error']}"
-    own = sorted(rep["rank"] for rep in reports[1:] if not rep["peer"])
-    lost = sorted(rep["rank"] for rep in reports[1:] if rep["peer"])
-    if own:
-        msg += f"; {_ranks(own)} failed too"
-    if lost:
-        msg += f"; {_ranks(lost)} then lost {'their' if len(lost) > 1 else 'its'} peers"
-    return msg
-
-
-def _ranks(ranks: list[int]) -> str:
-    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
-
-
-def _stop(processes) -> None:
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-    for p in processes:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
 
 
 # -- the benchmark -----------------------------------------------------------------------------------------
@@ -438,7 +180,7 @@ def summarize(per_rank: list[list[dict[str, Any]]], spec: BenchSpec) -> pd.DataF
     for r, recs in enumerate(per_rank):
         df = pd.DataFrame([{k: v for k, v in rec.items() if k not in ("phases", "capacity")} for rec in recs])
         mean = df.drop(columns=["step"]).mean()
-        rows.append(dict(rank=r, experts=_expert_range(r, E // W), **{k: float(v) for k, v in mean.items()}))
+        rows.append(dict(rank=r, experts=expert_range(r, E // W), **{k: float(v) for k, v in mean.items()}))
     return pd.DataFrame(rows)
 
 

@@ -102,8 +102,8 @@ def take_snapshot(trainer: Trainer, grid_size: int = 48) -> Snapshot:
 
 def scaling_out(info: RoutingInfo, cfg) -> dict:
     """What expert parallelism would exchange for this batch: experts split over W ranks (the largest of
-    4, 2 dividing E), tokens in contiguous blocks. Counts and bytes from moe_core.ep_bench's accounting."""
-    from moe_core.ep_bench import implied_traffic, traffic_matrix
+    4, 2 dividing E), tokens in contiguous blocks. Counts and bytes from moe_core.ep_traffic."""
+    from moe_core.ep_traffic import implied_traffic, traffic_matrix
 
     W = next((w for w in (4, 2) if cfg.n_experts % w == 0), 1)
     frame = implied_traffic(info, cfg, W)

@@ -1,6 +1,6 @@
 """Expert parallelism on local gloo processes against the single-process MoELayer, and ep-bench's numbers.
 
-The ranks are real processes (ep_bench.launch: a forkserver, a FileStore rendezvous in a temporary
+The ranks are real processes (ep_launch.launch: a forkserver, a FileStore rendezvous in a temporary
 directory, 60 s collective timeouts). One launch per world size runs every case, so the file stays fast.
 """
 
@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer
+from moe_core import MoEConfig, MoELayer, ep_launch, ep_traffic
 from moe_core import ep_bench as eb
 from moe_core.distributed import ExpertParallelMoE, check_world_size, shard_bounds
 
@@ -89,7 +89,7 @@ def _equivalence_worker(rank: int, world_size: int, cases: list[tuple]) -> list[
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_expert_parallel_equals_single_process_layer(world_size):
-    per_rank = eb.launch(_equivalence_worker, world_size, (CASES,))
+    per_rank = ep_launch.launch(_equivalence_worker, world_size, (CASES,))
     n_dropped = 0
     for i, case in enumerate(CASES):
         name, tol = case[0], (1e-5 if case[3] == "float32" else 1e-10)
@@ -137,10 +137,10 @@ def test_ep_bench_bytes_equal_what_the_routing_implies(flags, capsys):
         layer = eb.bench_layer(spec)
         x, noise = eb.bench_batch(spec, spec.warmup + s)
         _, info = layer(x, noise=noise)  # the single-process routing of the same global batch
-        cand, kept = eb.traffic_matrix(info.expert_index, info.selected & ~info.dropped, W, cfg.n_experts)
-        want = eb.implied_phases(cand, kept, cfg.n_experts, cfg.d_model, 4, eb.priority_bytes_of(cfg, 4),
-                                 spec.backward)
-        table = eb.implied_traffic(info, cfg, W, backward=spec.backward)
+        cand, kept = ep_traffic.traffic_matrix(info.expert_index, info.selected & ~info.dropped, W, cfg.n_experts)
+        want = ep_traffic.implied_phases(cand, kept, cfg.n_experts, cfg.d_model, 4,
+                                         ep_traffic.priority_bytes_of(cfg, 4), spec.backward)
+        table = ep_traffic.implied_traffic(info, cfg, W, backward=spec.backward)
         for r, got in enumerate(ranks):
             assert {k: tuple(v) for k, v in got["phases"].items()} == want[r], f"step {s} rank {r}"
             row = table.iloc[r]
@@ -158,7 +158,7 @@ def test_implied_traffic_grows_with_top_k_and_shrinks_with_capacity():
         cfg = MoEConfig(d_model=16, n_experts=8, expert_hidden=8, **fields)
         torch.manual_seed(0)
         _, info = MoELayer(cfg)(x)
-        frame = eb.implied_traffic(info, cfg, 4)
+        frame = ep_traffic.implied_traffic(info, cfg, 4)
         assert frame.tokens_sent.sum() == frame.tokens_recv.sum()
         assert (frame.tokens_sent + frame.tokens_local).sum() + frame.dropped.sum() == info.selected.sum()
         return float(frame.bytes_sent.sum())
@@ -167,7 +167,7 @@ def test_implied_traffic_grows_with_top_k_and_shrinks_with_capacity():
     assert sent(top_k=2, capacity_factor=0.5) < sent(top_k=2, capacity_factor=1.0) <= sent(top_k=2)
     cfg = MoEConfig(d_model=16, n_experts=8, expert_hidden=8)
     _, info = MoELayer(cfg)(x)
-    assert eb.implied_traffic(info, cfg, 1).bytes_sent.sum() == 0  # one rank: nothing crosses
+    assert ep_traffic.implied_traffic(info, cfg, 1).bytes_sent.sum() == 0  # one rank: nothing crosses
 
 
 def _fail_in_collective(rank: int, world_size: int) -> None:
@@ -199,20 +199,20 @@ def test_a_failing_rank_takes_the_group_down_with_its_name(capsys):
     assert code == 1
     assert "rank 1 of 2 failed: RuntimeError: injected failure on rank 1" in err, err
     assert "Traceback" not in err
-    with pytest.raises(eb.EPLaunchError, match=r"rank 1 of 2 failed: ValueError: rank 1 broke"):
-        eb.launch(_fail_in_collective, 2)
-    with pytest.raises(eb.EPLaunchError, match=r"failed: ValueError: world size 2 does not divide n_experts=3"):
-        eb.launch(_build_uneven, 2)
+    with pytest.raises(ep_launch.EPLaunchError, match=r"rank 1 of 2 failed: ValueError: rank 1 broke"):
+        ep_launch.launch(_fail_in_collective, 2)
+    with pytest.raises(ep_launch.EPLaunchError, match=r"failed: ValueError: world size 2 does not divide n_experts=3"):
+        ep_launch.launch(_build_uneven, 2)
     assert time.monotonic() - t0 < 30
 
 
 @pytest.mark.timeout(120)
 def test_a_hanging_rank_times_out_instead_of_hanging():
     t0 = time.monotonic()
-    with pytest.raises(eb.EPLaunchError, match=r"rank 1 stopped responding"):
-        eb.launch(_hang, 2, timeout_s=2)
-    with pytest.raises(eb.EPLaunchError, match=r"did not finish within 1 s"):
-        eb.launch(_hang, 2, timeout_s=30, deadline_s=1)
+    with pytest.raises(ep_launch.EPLaunchError, match=r"rank 1 stopped responding"):
+        ep_launch.launch(_hang, 2, timeout_s=2)
+    with pytest.raises(ep_launch.EPLaunchError, match=r"did not finish within 1 s"):
+        ep_launch.launch(_hang, 2, timeout_s=30, deadline_s=1)
     assert time.monotonic() - t0 < 20
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moe_core.ep_bench import implied_traffic
+from moe_core.ep_traffic import implied_traffic
 from moe_core.figures import scaling_out
 from moe_core.settings import PlaygroundSettings
 from moe_core.trainer import Trainer
