@@ -41,24 +41,23 @@ def both_running() -> bool:
     return a.running and b.running
 
 
-# Once per click, as in moe_ui/live.py: never in a fragment rerun that carries the click too.
+@state.once_per_click
 def set_running(run: bool) -> None:  # the state the button's label shows
-    if not state.click_in_fragment_rerun():
-        a.running = run and not a.trainer.diverged
-        b.running = run and not b.trainer.diverged
+    a.running = run and not a.trainer.diverged
+    b.running = run and not b.trainer.diverged
 
 
+@state.once_per_click
 def step() -> None:
-    if not state.click_in_fragment_rerun():
-        for s in (a, b):
-            s.running = False
-            s.step_once()
+    for s in (a, b):
+        s.running = False
+        s.step_once()
 
 
+@state.once_per_click
 def reset() -> None:
-    if not state.click_in_fragment_rerun():
-        a.reset()
-        b.reset()
+    a.reset()
+    b.reset()
 
 
 cols = st.columns(3)

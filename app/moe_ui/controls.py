@@ -17,7 +17,7 @@ from moe_core.config import CAUSAL_ROUTERS, ROUTERS
 from moe_core.datasets import DATASETS, CSVError, parse_points_csv
 from moe_core.session import PlaygroundSession
 from moe_core.settings import CONTROL_BY_FIELD, PlaygroundSettings, settings_fields
-from moe_ui.state import click_in_fragment_rerun, note_once
+from moe_ui.state import note_once, once_per_click
 
 AUX_STEPS = [0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0]
 Z_STEPS = [0.0, 1e-4, 1e-3, 1e-2, 0.1]
@@ -175,9 +175,8 @@ def render_controls(
     _apply_widgets(sess, prefix)
 
 
+@once_per_click
 def _bump_seed(prefix: str) -> None:
-    if click_in_fragment_rerun():  # the same click again, with a live tick (see moe_ui/state.py)
-        return
     key = _key(prefix, "seed")
     st.session_state[key] = (st.session_state.get(key, 0) + 1) % 1_000_000
 

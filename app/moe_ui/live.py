@@ -9,28 +9,28 @@ import streamlit as st
 from moe_core.session import TICK_SLOTS, PlaygroundSession
 from moe_core.snapshot import Snapshot
 from moe_ui import views
-from moe_ui.state import click_in_fragment_rerun
+from moe_ui.state import once_per_click
 
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
 TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks responsive when a class trains
 
 
-# Button callbacks act once per click: never in a fragment rerun that carries the click too (see
-# moe_ui/state.py, click_in_fragment_rerun), and Play/Pause sets the state its label shows rather than toggling.
+# Button callbacks act once per click (moe_ui/state.py, once_per_click), and Play/Pause sets the state its
+# label shows rather than toggling.
+@once_per_click
 def _set_running(sess: PlaygroundSession, running: bool) -> None:
-    if not click_in_fragment_rerun():
-        sess.running = running and not sess.trainer.diverged
+    sess.running = running and not sess.trainer.diverged
 
 
+@once_per_click
 def _step(sess: PlaygroundSession) -> None:
-    if not click_in_fragment_rerun():
-        sess.running = False
-        sess.step_once()
+    sess.running = False
+    sess.step_once()
 
 
+@once_per_click
 def _reset(sess: PlaygroundSession) -> None:
-    if not click_in_fragment_rerun():
-        sess.reset()
+    sess.reset()
 
 
 def transport(sess: PlaygroundSession, key: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import streamlit as st
 
 from moe_core.session import PlaygroundSession
@@ -21,6 +24,17 @@ def click_in_fragment_rerun() -> bool:
 
     ctx = get_script_run_ctx(suppress_warning=True)
     return bool(ctx is not None and ctx.fragment_ids_this_run)
+
+
+def once_per_click(callback: Callable[..., None]) -> Callable[..., None]:
+    """A button callback that acts once per click: skipped in a fragment rerun (click_in_fragment_rerun)."""
+
+    @functools.wraps(callback)
+    def act(*args, **kwargs) -> None:
+        if not click_in_fragment_rerun():
+            callback(*args, **kwargs)
+
+    return act
 
 
 def presenter_mode() -> bool:
