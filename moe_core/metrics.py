@@ -79,12 +79,26 @@ def cv_squared(x: torch.Tensor) -> torch.Tensor:
 
 
 # -- load balance ------------------------------------------------------------------------------------------
-def _counts(tokens_per_expert) -> np.ndarray:
-    """A load vector (tensor, array or list) as float64 numpy: these summaries run every training step on a
-    few numbers, where numpy costs microseconds and torch's per-op overhead dominates."""
-    if isinstance(tokens_per_expert, torch.Tensor):
-        tokens_per_expert = tokens_per_expert.detach().cpu().numpy()
-    return np.asarray(tokens_per_expert, dtype=np.float64).reshape(-1)
+def load_summary(load) -> tuple[float, float, float]:
+    """(load_cv, max_violation, usage_entropy) of a load vector (E,): a tensor, an array or a plain list.
+
+    Plain Python on E numbers: the trainer records these three every step from values it has already read
+    back, where numpy's or torch's per-call overhead cost more than the arithmetic. All three are 0.0 for an
+    empty or all-zero load.
+    """
+    if isinstance(load, torch.Tensor):
+        load = load.detach().cpu().reshape(-1).tolist()
+    elif not isinstance(load, list):
+        load = np.asarray(load, dtype=np.float64).reshape(-1).tolist()
+    n = len(load)
+    total = sum(load)
+    mean = total / n if n else 0.0
+    if mean == 0:
+        return 0.0, 0.0, 0.0
+    cv = math.sqrt(sum((c - mean) ** 2 for c in load) / n) / mean  # population std / mean
+    shares = [c / total for c in load]
+    entropy = -sum(u * math.log(u) for u in shares if u > 0)  # 0 ln 0 = 0
+    return cv, max(load) / mean - 1.0, entropy
 
 
 def load_cv(tokens_per_expert: torch.Tensor) -> float:
@@ -92,10 +106,7 @@ def load_cv(tokens_per_expert: torch.Tensor) -> float:
 
     0 at perfect balance, √(E−1) for a top-1 collapse onto one expert; 0.0 when every count is 0.
     """
-    c = _counts(tokens_per_expert)  # (E,)
-    if c.size == 0 or c.mean() == 0:
-        return 0.0
-    return float(c.std() / c.mean())  # numpy's std is the population std
+    return load_summary(tokens_per_expert)[0]
 
 
 def max_violation(tokens_per_expert: torch.Tensor) -> float:
@@ -103,28 +114,7 @@ def max_violation(tokens_per_expert: torch.Tensor) -> float:
 
     0 at perfect balance, E − 1 for a top-1 collapse; 0.0 when every count is 0.
     """
-    c = _counts(tokens_per_expert)  # (E,)
-    if c.size == 0 or c.mean() == 0:
-        return 0.0
-    return float(c.max() / c.mean() - 1.0)
-
-
-def load_summary(load: list[float]) -> tuple[float, float, float]:
-    """(load_cv, max_violation, usage_entropy) of a load given as a plain list, in plain Python.
-
-    The trainer records these three every step from E numbers it already read back; numpy's per-call
-    overhead there cost more than the arithmetic. Same formulas and edge cases as the three functions
-    above (tests/moe_core/test_metrics.py checks them against each other).
-    """
-    n = len(load)
-    total = sum(load)
-    mean = total / n if n else 0.0
-    if mean == 0:
-        return 0.0, 0.0, 0.0
-    cv = math.sqrt(sum((c - mean) ** 2 for c in load) / n) / mean
-    shares = [c / total for c in load]
-    entropy = -sum(u * math.log(u) for u in shares if u > 0)
-    return cv, max(load) / mean - 1.0, entropy
+    return load_summary(tokens_per_expert)[1]
 
 
 # -- dropping ---------------------------------------------------------------------------------------------
@@ -174,12 +164,7 @@ def usage_entropy(tokens_per_expert: torch.Tensor) -> float:
 
     ln E at perfect balance, 0 for a collapse onto one expert; 0.0 for an empty or all-zero count vector.
     """
-    c = _counts(tokens_per_expert)  # (E,)
-    total = c.sum()
-    if c.size == 0 or total == 0:
-        return 0.0
-    u = c[c > 0] / total
-    return float(-(u * np.log(u)).sum())
+    return load_summary(tokens_per_expert)[2]
 
 
 # -- specialization ---------------------------------------------------------------------------------------
