@@ -17,10 +17,14 @@ whole small experts (one grouped_mm when the dtype/device allow it, else a loop 
 the host from the per-expert counts (one device sync; free on a CPU). On CUDA there is no chunking
 (CHUNK_ROWS_CUDA = no limit): the GPU has no such cache cliff, and fewer launches win there.
 
-Saved for backward, per chunk: the gathered rows of x (R, d), the pre-activation [gate | up] (R, 2h), silu(gate)
-and the activation (R, h each), and the un-gated expert output (R, d) for the gradient of the gate. Keeping the
-activations costs 2 * N * h floats more than recomputing them, and saves two elementwise passes per chunk.
-Not twice differentiable.
+The SwiGLU activation runs in one C pass each way on a CPU (native/swiglu.c, compiled on first use; torch's
+silu and mul otherwise). Top-1 with renormalized gates (every gate exactly 1) skips the gate multiply and its
+gradient; top-1 with nothing dropped copies rows back (index_copy) instead of zero-filling and adding.
+
+Saved for backward, per chunk: the gathered rows of x (R, d), the pre-activation [gate | up] (R, 2h), the
+activation (R, h), silu(gate) (R, h) on the torch path only (the C backward recomputes the sigmoid: one exp per
+element is cheaper than another pass over memory), and the un-gated expert output (R, d) when there is a gate
+gradient to compute. Not twice differentiable.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from moe_core.native import kernels
 
 CHUNK_ROWS = 1024  # rows per chunk on a CPU: h (1024, 2*128) float32 is 1 MB, half an L2
 UNCHUNKED_ROWS = 4096  # up to this many rows in all, one chunk: each extra chunk costs ~0.2 ms of Python and
@@ -100,24 +106,27 @@ def _work_items(counts: list[int], max_rows: int, grouped: bool, token_order: to
 
 class DispatchExpertsCombine(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, gates, w_in, w_out, token_order, counts, max_rows):
-        """x (T, d), gates (N,) per sorted pair, w_in (E, d, 2h), w_out (E, h, d), token_order (N,) long,
-        counts: python list of rows per expert (sum N). Returns y (T, d)."""
-        half = w_out.shape[1]
+    def forward(ctx, x, gates, w_in, w_out, token_order, counts, max_rows, each_token_once):
+        """x (T, d), gates (N,) per sorted pair or None (every gate is 1), w_in (E, d, 2h), w_out (E, h, d),
+        token_order (N,) long, counts: python list of rows per expert (sum N), each_token_once: token_order is
+        a permutation of all T tokens (top-1, nothing dropped), so rows are copied back instead of added.
+        Returns y (T, d)."""
         items = _work_items(counts, max_rows, _grouped_ok(x, w_in), token_order)
-        gate_col = gates[:, None]  # (N, 1)
-        saved = []  # per item: x rows (R, d), [gate | up] (R, 2h), silu(gate), activation (R, h), output (R, d)
-        y = torch.zeros_like(x)  # (T, d)
+        gate_col = None if gates is None else gates[:, None]  # (N, 1)
+        saved = []  # per item: x rows (R, d), [gate | up] (R, 2h), silu(gate) or None, activation (R, h), output
+        y = torch.empty_like(x) if each_token_once else torch.zeros_like(x)  # (T, d)
         for r0, r1, tok, e0, e1, offs in items:
             xc = x.index_select(0, tok)  # (R, d)
             hc = xc @ w_in[e0] if offs is None else F.grouped_mm(xc, w_in[e0:e1], offs=offs)  # (R, 2h)
-            sc = F.silu(hc[:, :half])  # (R, h); kept, like act: cheaper than recomputing them in backward
-            act = sc * hc[:, half:]  # (R, h)
+            act, sc = swiglu(hc)  # (R, h) each; sc is None where the C kernel recomputes it in backward
             yc = act @ w_out[e0] if offs is None else F.grouped_mm(act, w_out[e0:e1], offs=offs)  # (R, d)
-            y.index_add_(0, tok, yc * gate_col[r0:r1])
-            saved.append((xc, hc, sc, act, yc))
+            if each_token_once:
+                y.index_copy_(0, tok, yc if gate_col is None else yc * gate_col[r0:r1])
+            else:
+                y.index_add_(0, tok, yc if gate_col is None else yc * gate_col[r0:r1])
+            saved.append((xc, hc, sc, act, None if gate_col is None else yc))
         ctx.save_for_backward(gates, w_in, w_out)
-        ctx.items, ctx.saved, ctx.x_shape = items, saved, x.shape
+        ctx.items, ctx.saved, ctx.x_shape, ctx.each_token_once = items, saved, x.shape, each_token_once
         return y
 
     @staticmethod
@@ -127,9 +136,10 @@ class DispatchExpertsCombine(torch.autograd.Function):
         need_x, need_g, need_win, need_wout = ctx.needs_input_grad[:4]
         dy = dy.contiguous()
         E = w_in.shape[0]
-        dx = dy.new_zeros(ctx.x_shape) if need_x else None
+        if need_x:
+            dx = dy.new_empty(ctx.x_shape) if ctx.each_token_once else dy.new_zeros(ctx.x_shape)
         dgates = torch.empty_like(gates) if need_g else None
-        gate_col = gates[:, None]  # (N, 1)
+        gate_col = None if gates is None else gates[:, None]  # (N, 1)
         w_in_t, w_out_t = w_in.transpose(1, 2), w_out.transpose(1, 2)  # (E, 2h, d), (E, d, h)
         dw_in = dw_out = None  # (E, d, 2h), (E, h, d): a pack's result itself when one pack holds every expert
         written = [False] * E
@@ -139,16 +149,17 @@ class DispatchExpertsCombine(torch.autograd.Function):
             dyc = dy.index_select(0, tok)  # (R, d)
             if need_g:
                 torch.linalg.vecdot(dyc, yc, out=dgates[r0:r1])  # d gate = <dy, expert output>
-            dyc.mul_(gate_col[r0:r1])  # the gradient reaching the expert's output
+            if gate_col is not None:
+                dyc.mul_(gate_col[r0:r1])  # the gradient reaching the expert's output
             act_t = act.t()  # (h, R)
             if offs is None:  # a piece of expert e0: weight grads accumulate over its pieces
                 _mm_into(dw_out[e0], act_t, dyc, written[e0])
-                dh = _swiglu_grad(dyc @ w_out_t[e0], hc, sc)  # (R, 2h)
+                dh = swiglu_backward(dyc @ w_out_t[e0], hc, sc)  # (R, 2h)
                 _mm_into(dw_in[e0], xc.t(), dh, written[e0])
                 dxc = dh @ w_in_t[e0] if need_x else None  # (R, d)
             else:  # whole experts e0..e1-1, each only in this chunk
                 g_out = F.grouped_mm(act_t, dyc, offs=offs)  # (G, h, d)
-                dh = _swiglu_grad(F.grouped_mm(dyc, w_out_t[e0:e1], offs=offs), hc, sc)
+                dh = swiglu_backward(F.grouped_mm(dyc, w_out_t[e0:e1], offs=offs), hc, sc)
                 g_in = F.grouped_mm(xc.t(), dh, offs=offs)  # (G, d, 2h)
                 if dw_in is None:
                     dw_in, dw_out = g_in, g_out
@@ -157,14 +168,18 @@ class DispatchExpertsCombine(torch.autograd.Function):
                 dxc = F.grouped_mm(dh, w_in_t[e0:e1], offs=offs) if need_x else None
             written[e0:e1] = [True] * (e1 - e0)
             if need_x:
-                dx.index_add_(0, tok, dxc)
+                if ctx.each_token_once:
+                    dx.index_copy_(0, tok, dxc)
+                else:
+                    dx.index_add_(0, tok, dxc)
         if dw_in is None:  # no rows at all
             dw_in, dw_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
         for e, done in enumerate(written):  # experts that got no rows and no pack
             if not done:
                 dw_in[e].zero_()
                 dw_out[e].zero_()
-        return dx, dgates, dw_in if need_win else None, dw_out if need_wout else None, None, None, None
+        return (dx if need_x else None, dgates, dw_in if need_win else None, dw_out if need_wout else None,
+                None, None, None, None)
 
 
 def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
@@ -174,19 +189,54 @@ def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bo
         torch.mm(a, b, out=out)
 
 
-def _swiglu_grad(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor) -> torch.Tensor:
+def _native(t: torch.Tensor):
+    """The C kernels for a CPU float32/float64 tensor, if they are built; else None."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    return kernels()
+
+
+def swiglu(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(silu(gate) * up, silu(gate)) for h = [gate | up] (R, 2h); silu(gate) is None from the C kernel, whose
+    backward recomputes it (native/swiglu.c: one pass over memory instead of two ops' three)."""
+    half = h.shape[1] // 2
+    lib = _native(h)
+    if lib is None or not h.is_contiguous():
+        silu_gate = F.silu(h[:, :half])  # kept: cheaper than recomputing it in backward
+        return silu_gate * h[:, half:], silu_gate
+    act = torch.empty(h.shape[0], half, dtype=h.dtype)
+    kernel = lib.moe_swiglu_forward_f32 if h.dtype == torch.float32 else lib.moe_swiglu_forward_f64
+    kernel(h.data_ptr(), h.shape[0], half, act.data_ptr())
+    return act, None
+
+
+def swiglu_backward(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor | None) -> torch.Tensor:
     """d loss / d [gate | up] (R, 2h) from d loss / d (silu(gate) * up) (R, h), written into one buffer."""
-    half = silu_gate.shape[1]
+    half = h.shape[1] // 2
     dh = torch.empty_like(h)
+    if silu_gate is None:  # swiglu() ran the C kernel
+        lib = _native(h)
+        da = da.contiguous()
+        kernel = lib.moe_swiglu_backward_f32 if h.dtype == torch.float32 else lib.moe_swiglu_backward_f64
+        kernel(da.data_ptr(), h.data_ptr(), h.shape[0], half, dh.data_ptr())
+        return dh
     torch.mul(da, silu_gate, out=dh[:, half:])
     torch.ops.aten.silu_backward.grad_input(da * h[:, half:], h[:, :half], grad_input=dh[:, :half])
     return dh
 
 
-def dispatch_experts_combine(x, gates, w_in, w_out, token_order, counts: torch.Tensor) -> torch.Tensor:
-    """y (T, d) = sum over sorted pairs of gates * SwiGLU expert(x[token_order]); see the module docstring."""
+def dispatch_experts_combine(
+    x, gates, w_in, w_out, token_order, counts: torch.Tensor, each_token_once: bool = False
+) -> torch.Tensor:
+    """y (T, d) = sum over sorted pairs of gates * SwiGLU expert(x[token_order]); see the module docstring.
+
+    gates None means every gate is exactly 1 (top-1 renormalized): no multiply, and no gradient to send back
+    (it would be 0). each_token_once: token_order is a permutation of the T tokens (top-1, nothing dropped).
+    """
     if x.device.type == "cuda" or token_order.shape[0] <= UNCHUNKED_ROWS:
         max_rows = CHUNK_ROWS_CUDA
     else:
         max_rows = CHUNK_ROWS
-    return DispatchExpertsCombine.apply(x, gates, w_in, w_out, token_order, counts.tolist(), max_rows)
+    return DispatchExpertsCombine.apply(
+        x, gates, w_in, w_out, token_order, counts.tolist(), max_rows, each_token_once
+    )

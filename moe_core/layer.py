@@ -93,10 +93,16 @@ class MoELayer(nn.Module):
             else:  # the router fixed its own slots (expert_choice) or has none (hash, dense)
                 capacity, limit = out.capacity, None
             priority = out.priority if cfg.overflow_policy == "probability" else None
-            slots = assign_slots(out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts)
-            w = out.gates.t().reshape(-1).index_select(0, slots.kept_pairs)  # (N,) gate of each kept pair
+            slots = assign_slots(
+                out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts, out.sorted_pairs
+            )
+            w = None  # gates of exactly 1 need no multiply (and send back no gradient: d(p/p)/dp = 0)
+            if not out.unit_gates:
+                w = out.gates.t().reshape(-1).index_select(0, slots.kept_pairs).to(x.dtype)  # (N,) kept pairs
+            each_token_once = k == 1 and limit is None and out.selected is None  # a permutation of the tokens
             y = dispatch_experts_combine(
-                x, w.to(x.dtype), self.experts.w_in, self.experts.w_out, slots.token_order, slots.kept_per_expert
+                x, w, self.experts.w_in, self.experts.w_out, slots.token_order, slots.kept_per_expert,
+                each_token_once,
             )  # (T, d)
             kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
         if self.shared is not None:

@@ -9,6 +9,7 @@ from torch import nn
 
 from moe_core.config import MoEConfig
 from moe_core.metrics import load_balancing_loss
+from moe_core.routers.fused import fused_available, fused_softmax_topk
 
 
 def router_dtype(x: torch.Tensor) -> torch.dtype:
@@ -30,6 +31,8 @@ class RouterOutput:
     capacity: int | None = None  # slots per expert the router fixed itself (expert_choice, soft)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # auxiliary terms (see softmax_with_z)
     counts: torch.Tensor | None = None  # (E,) selected slots per expert, if the router already counted them
+    sorted_pairs: tuple[torch.Tensor, ...] | None = None  # (pair_order, token_order, sorted_experts), if sorted
+    unit_gates: bool = False  # every gate is exactly 1 with no gradient (top-1 renormalized: p / p)
 
 
 class Router(nn.Module):
@@ -106,6 +109,30 @@ def fast_topk(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return v1, i1
     v2, i2 = probs.scatter(1, i1, float("-inf")).max(dim=-1, keepdim=True)
     return torch.cat((v1, v2), dim=1), torch.cat((i1, i2), dim=1)
+
+
+@dataclass
+class SoftmaxTopK:
+    """softmax -> top-k -> (renormalize) with the balance and z losses: what softmax_topk and switch share."""
+
+    probs: torch.Tensor  # (T, E)
+    gates: torch.Tensor  # (T, k) differentiable
+    index: torch.Tensor  # (T, k) long
+    losses: dict[str, torch.Tensor]  # "load_balance", "z"
+    counts: torch.Tensor  # (E,) slots per expert
+    sorted_pairs: tuple[torch.Tensor, ...] | None  # (pair_order, token_order, sorted_experts) from the C kernel
+
+
+def softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_coef: float) -> SoftmaxTopK:
+    """One C call each way on a CPU when the kernel is built (routers/fused.py), else the torch ops below."""
+    if fused_available(logits, k):
+        r = fused_softmax_topk(logits, k, normalize, z_grad=z_coef > 0)
+        return SoftmaxTopK(r.probs, r.gates, r.index, {"load_balance": r.load_balance, "z": r.z}, r.counts,
+                           (r.pair_order, r.token_order, r.sorted_experts))
+    probs, z = softmax_with_z(logits, z_coef)  # (T, E)
+    gates, index = topk_gates(probs, k, normalize)  # (T, k) each
+    losses, counts = balance_losses(z, probs, index, logits.shape[1])
+    return SoftmaxTopK(probs, gates, index, losses, counts, None)
 
 
 def balance_losses(

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import torch
 
-from moe_core.routers.base import Router, RouterOutput, balance_losses, softmax_with_z, topk_gates
+from moe_core.routers.base import Router, RouterOutput, softmax_topk
 
 
 class SoftmaxTopKRouter(Router):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         cfg = self.config
         logits = self.linear(self.jittered(x, noise))  # (T, E)
-        probs, z = softmax_with_z(logits, cfg.z_loss_coef)  # (T, E)
-        gates, index = topk_gates(probs, cfg.top_k, cfg.normalize_topk)  # (T, k) each
-        losses, counts = balance_losses(z, probs, index, cfg.n_experts)
+        r = softmax_topk(logits, cfg.top_k, cfg.normalize_topk, cfg.z_loss_coef)
         by_prob = cfg.overflow_policy == "probability"
         return RouterOutput(
             logits=logits,
-            probs=probs,
-            expert_index=index,
-            gates=gates,
-            priority=torch.gather(probs, 1, index).detach() if by_prob else None,
-            losses=losses,
-            counts=counts,
+            probs=r.probs,
+            expert_index=r.index,
+            gates=r.gates,
+            priority=torch.gather(r.probs, 1, r.index).detach() if by_prob else None,
+            losses=r.losses,
+            counts=r.counts,
+            sorted_pairs=r.sorted_pairs,
+            unit_gates=cfg.top_k == 1 and cfg.normalize_topk,
         )

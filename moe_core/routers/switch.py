@@ -9,23 +9,20 @@ normalize_topk is ignored here.
 
 from __future__ import annotations
 
-import torch
-
-from moe_core.routers.base import Router, RouterOutput, balance_losses, softmax_with_z
+from moe_core.routers.base import Router, RouterOutput, softmax_topk
 
 
 class SwitchRouter(Router):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         logits = self.linear(self.jittered(x, noise))  # (T, E)
-        probs, z = softmax_with_z(logits, self.config.z_loss_coef)  # (T, E)
-        gates, index = torch.max(probs, dim=-1, keepdim=True)  # (T, 1) each
-        losses, counts = balance_losses(z, probs, index, self.config.n_experts)
+        r = softmax_topk(logits, 1, False, self.config.z_loss_coef)  # gates (T, 1): the top probability
         return RouterOutput(
             logits=logits,
-            probs=probs,
-            expert_index=index,
-            gates=gates,
-            priority=gates.detach(),
-            losses=losses,
-            counts=counts,
+            probs=r.probs,
+            expert_index=r.index,
+            gates=r.gates,
+            priority=r.gates.detach(),
+            losses=r.losses,
+            counts=r.counts,
+            sorted_pairs=r.sorted_pairs,
         )

@@ -7,8 +7,9 @@ import torch
 from torch_devices import DEVICES
 
 import moe_core.dispatch as dispatch
+import moe_core.native
 from moe_core import MoEConfig, MoELayer
-from moe_core.dispatch import DispatchExpertsCombine, plan_chunks
+from moe_core.dispatch import DispatchExpertsCombine, plan_chunks, swiglu, swiglu_backward
 from moe_core.reference import naive_moe
 
 
@@ -23,6 +24,10 @@ def _slow(x, gates, w_in, w_out, token_order, counts):
         y = y.index_add(0, tok, out * gates[row : row + n, None])
         row += n
     return y
+
+
+def _apply(x, gates, w_in, w_out, tok, counts, max_rows, each_token_once=False):
+    return DispatchExpertsCombine.apply(x, gates, w_in, w_out, tok, counts, max_rows, each_token_once)
 
 
 def _problem(T, E, k, d, h, dtype, empty=(), seed=0):
@@ -64,7 +69,7 @@ def test_matches_autograd_ops(dtype, max_rows, empty):
     assert dispatch._grouped_ok(x, w_in) == (dtype == torch.float32)  # packs of experts: grouped_mm vs mm loop
     inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
     ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
-    y = DispatchExpertsCombine.apply(*inputs, tok, counts, max_rows)
+    y = _apply(*inputs, tok, counts, max_rows)
     y_ref = _slow(*ref_inputs, tok, counts)
     probe = torch.randn_like(y)
     (y * probe).sum().backward()
@@ -81,7 +86,7 @@ def test_one_expert(dtype, max_rows):
     x, gates, w_in, w_out, tok, counts = _problem(10, 1, 1, 8, 4, dtype)
     inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
     ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
-    (DispatchExpertsCombine.apply(*inputs, tok, counts, max_rows) ** 2).sum().backward()
+    (_apply(*inputs, tok, counts, max_rows) ** 2).sum().backward()
     (_slow(*ref_inputs, tok, counts) ** 2).sum().backward()
     for a, b in zip(inputs, ref_inputs, strict=True):
         torch.testing.assert_close(a.grad, b.grad)
@@ -98,7 +103,7 @@ def test_on_every_device_against_float64_on_the_cpu(device, dtype, max_rows):
     inputs = [t.to(device, dtype).requires_grad_() for t in (x, gates, w_in, w_out)]
     if max_rows is None:
         max_rows = dispatch.CHUNK_ROWS_CUDA if device == "cuda" else dispatch.CHUNK_ROWS  # (40 * 2 rows: one chunk)
-    y = DispatchExpertsCombine.apply(*inputs, tok.to(device), counts, max_rows)
+    y = _apply(*inputs, tok.to(device), counts, max_rows)
     y_ref = _slow(*ref_inputs, tok, counts)
     probe = torch.randn(y_ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     (y * probe.to(device, dtype)).sum().backward()
@@ -116,13 +121,13 @@ def test_on_every_device_against_float64_on_the_cpu(device, dtype, max_rows):
 def test_gradcheck(max_rows):
     x, gates, w_in, w_out, tok, counts = _problem(9, 4, 2, 3, 2, torch.float64, empty=(2,), seed=1)
     inputs = [t.requires_grad_() for t in (x, gates, w_in, w_out)]
-    assert torch.autograd.gradcheck(lambda *a: DispatchExpertsCombine.apply(*a, tok, counts, max_rows), inputs)
+    assert torch.autograd.gradcheck(lambda *a: _apply(*a, tok, counts, max_rows), inputs)
 
 
 def test_only_the_needed_grads_and_expanded_incoming_gradient():
     x, gates, w_in, w_out, tok, counts = _problem(16, 4, 2, 8, 4, torch.float32)
     w_in.requires_grad_()
-    y = DispatchExpertsCombine.apply(x, gates, w_in, w_out, tok, counts, 5)
+    y = _apply(x, gates, w_in, w_out, tok, counts, 5)
     y.sum().backward()  # a stride-0 gradient
     ref = w_in.detach().clone().requires_grad_()
     _slow(x, gates, ref, w_out, tok, counts).sum().backward()
@@ -134,7 +139,7 @@ def test_no_rows_at_all_gives_zeros_and_zero_weight_grads():
     x = torch.randn(5, 8)
     w_in = torch.randn(3, 8, 8, requires_grad=True)
     w_out = torch.randn(3, 4, 8, requires_grad=True)
-    y = DispatchExpertsCombine.apply(x, torch.zeros(0), w_in, w_out, torch.zeros(0, dtype=torch.long), [0, 0, 0], 4)
+    y = _apply(x, torch.zeros(0), w_in, w_out, torch.zeros(0, dtype=torch.long), [0, 0, 0], 4)
     assert torch.equal(y, torch.zeros_like(x))
     y.sum().backward()
     assert torch.equal(w_in.grad, torch.zeros_like(w_in)) and torch.equal(w_out.grad, torch.zeros_like(w_out))
@@ -159,3 +164,45 @@ def test_layer_with_tiny_chunks_matches_reference(monkeypatch, dtype, capacity_f
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     for a, b in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("max_rows", [3, 1000])
+@pytest.mark.parametrize("each_token_once", [False, True])
+def test_top1_unit_gates_and_tokens_copied_back(dtype, max_rows, each_token_once):
+    """gates None (top-1 renormalized: every gate is exactly 1) and each_token_once (top-1, nothing dropped:
+    rows are copied back, not added) give the same values and gradients as gates of ones through index_add."""
+    x, _, w_in, w_out, tok, counts = _problem(23, 5, 1, 8, 4, dtype, empty=(1,))
+    assert sorted(tok.tolist()) == list(range(23))  # top-1: a permutation of the tokens
+    inputs = [t.clone().requires_grad_() for t in (x, w_in, w_out)]
+    ref_inputs = [t.clone().requires_grad_() for t in (x, w_in, w_out)]
+    y = _apply(inputs[0], None, *inputs[1:], tok, counts, max_rows, each_token_once)
+    y_ref = _slow(ref_inputs[0], torch.ones(23, dtype=dtype), *ref_inputs[1:], tok, counts)
+    probe = torch.randn_like(y)
+    (y * probe).sum().backward()
+    (y_ref * probe).sum().backward()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
+    for a, b in zip(inputs, ref_inputs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_swiglu_activation_matches_autograd(native, dtype, monkeypatch):
+    """The activation and its backward (the C kernel where it is built, else torch ops) against autograd on
+    silu(gate) * up, over inputs from -100 to 100 (exp's range reduction and the sigmoid's two branches)."""
+    if not native:
+        monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
+    g = torch.Generator().manual_seed(3)
+    h = torch.cat([torch.randn(200, 16, generator=g, dtype=dtype) * 4, torch.linspace(-100, 100, 16 * 37,
+                   dtype=dtype).reshape(37, 16), torch.zeros(1, 16, dtype=dtype)]).reshape(-1, 16)  # (R, 2h)
+    act, silu_gate = swiglu(h)
+    assert (silu_gate is None) == (native and moe_core.native.kernels() is not None)
+    ref_h = h.clone().requires_grad_()
+    ref = torch.nn.functional.silu(ref_h[:, :8]) * ref_h[:, 8:]
+    da = torch.randn(ref.shape, generator=g, dtype=dtype)
+    ref.backward(da)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    torch.testing.assert_close(act, ref.detach(), atol=tol, rtol=tol)
+    torch.testing.assert_close(swiglu_backward(da, h, silu_gate), ref_h.grad, atol=tol, rtol=tol)

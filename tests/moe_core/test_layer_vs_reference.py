@@ -2,7 +2,7 @@
 
 Every router, with and without capacity limits, both overflow policies, with shared experts, in float64
 (exact comparisons) and float32 (the grouped-matmul path), with the training noise drawn once and handed
-to both implementations.
+to both implementations; each case twice, with the C kernels (moe_core/native) and with torch ops only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ from moe_core import MoEConfig, MoELayer
 from moe_core.reference import naive_moe
 
 TOL = 1e-5
+
+
+@pytest.fixture(autouse=True, params=["C kernels", "torch ops"])
+def kernel_path(request, monkeypatch):
+    """Run every comparison on both paths; MOE_PLAYGROUND_NATIVE=0 turns the C kernels off."""
+    if request.param == "torch ops":
+        monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
+    return request.param
 
 
 def _noise(layer: MoELayer, x: torch.Tensor) -> torch.Tensor | None:

@@ -1,0 +1,101 @@
+"""Softmax top-k routing in one C call each way (moe_core/native/route.c), for float32/float64 on a CPU.
+
+Computes exactly what softmax_with_z -> topk_gates -> balance_losses compute with torch ops (plus the sort of
+the (token, slot) pairs by expert that capacity.assign_slots would do next), as one autograd Function:
+
+    logits (T, E) -> gates (T, k), load_balance (), z ()            differentiable
+                     probs (T, E), index (T, k), counts (E,), the pairs sorted by expert     not differentiable
+
+Used by the softmax_topk and switch routers when `fused_available(logits, k)`; otherwise they run the torch ops.
+Both paths are checked against the per-token reference (tests/moe_core/test_layer_vs_reference.py) and
+against each other, values and gradients (tests/moe_core/test_fused_router.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from moe_core.native import kernels
+
+MAX_FUSED_K = 8  # the C top-k is k passes over E: fine for the k people use, not for k = E = 256
+
+
+@dataclass
+class FusedRoute:
+    gates: torch.Tensor  # (T, k) combine weights, normalized or not (differentiable)
+    load_balance: torch.Tensor  # () E/(kT) sum_e counts_e P_e (differentiable)
+    z: torch.Tensor  # () mean_t logsumexp_t^2 (differentiable when asked for)
+    probs: torch.Tensor  # (T, E)
+    index: torch.Tensor  # (T, k) long
+    counts: torch.Tensor  # (E,) long: slots per expert
+    pair_order: torch.Tensor  # (T*k,) long: pair ids n = j*T + t grouped by expert (stable)
+    token_order: torch.Tensor  # (T*k,) long: token of each pair in pair_order
+    sorted_experts: torch.Tensor  # (T*k,) long: expert of each pair in pair_order
+
+
+def fused_available(logits: torch.Tensor, k: int) -> bool:
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype in (torch.float32, torch.float64)
+        and logits.dim() == 2
+        and logits.shape[0] > 0
+        and k <= MAX_FUSED_K
+        and kernels() is not None
+    )
+
+
+def fused_softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_grad: bool) -> FusedRoute:
+    """See the module docstring. z_grad=False keeps the z-loss out of the graph (reported, not trained)."""
+    return FusedRoute(*_SoftmaxTopK.apply(logits, k, normalize, z_grad))
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _SoftmaxTopK(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, k: int, normalize: bool, z_grad: bool):
+        lib = kernels()
+        logits = logits.contiguous()
+        T, E = logits.shape
+        f = torch.empty  # every output is written whole by the kernel
+        probs, lse, gates = f(T, E, dtype=logits.dtype), f(T, dtype=logits.dtype), f(T, k, dtype=logits.dtype)
+        index, counts = f(T, k, dtype=torch.long), f(E, dtype=torch.long)
+        pair_order, token_order, sorted_experts = (f(T * k, dtype=torch.long) for _ in range(3))
+        load_balance, z = f((), dtype=logits.dtype), f((), dtype=logits.dtype)
+        kernel = lib.moe_route_forward_f32 if logits.dtype == torch.float32 else lib.moe_route_forward_f64
+        status = kernel(
+            logits.data_ptr(), T, E, k, int(normalize), probs.data_ptr(), lse.data_ptr(), gates.data_ptr(),
+            index.data_ptr(), counts.data_ptr(), pair_order.data_ptr(), token_order.data_ptr(),
+            sorted_experts.data_ptr(), load_balance.data_ptr(), z.data_ptr(),
+        )
+        if status != 0:
+            raise MemoryError("the C router kernel could not allocate its work space")
+        ctx.save_for_backward(probs, lse, gates, index, counts)
+        ctx.k, ctx.normalize = k, normalize
+        ctx.set_materialize_grads(False)
+        constant = [probs, index, counts, pair_order, token_order, sorted_experts] + ([] if z_grad else [z])
+        ctx.mark_non_differentiable(*constant)  # one call: a second one would replace the first
+        return gates, load_balance, z, probs, index, counts, pair_order, token_order, sorted_experts
+
+    @staticmethod
+    def backward(ctx, d_gates, d_load_balance, d_z, *_):
+        probs, lse, gates, index, counts = ctx.saved_tensors
+        T, E = probs.shape
+        lib = kernels()
+        d_logits = torch.empty_like(probs)
+        if d_gates is not None:
+            d_gates = d_gates.to(probs.dtype).contiguous()
+        kernel = lib.moe_route_backward_f32 if probs.dtype == torch.float32 else lib.moe_route_backward_f64
+        status = kernel(
+            probs.data_ptr(), lse.data_ptr(), gates.data_ptr(), index.data_ptr(), counts.data_ptr(),
+            _ptr(d_gates), T, E, ctx.k, int(ctx.normalize),
+            0.0 if d_load_balance is None else float(d_load_balance),
+            0.0 if d_z is None else float(d_z), d_logits.data_ptr(),
+        )
+        if status != 0:
+            raise MemoryError("the C router kernel could not allocate its work space")
+        return d_logits, None, None, None
