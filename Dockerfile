@@ -9,9 +9,11 @@
 #   docker run -p 8501:8501 -e STREAMLIT_SERVER_COOKIE_SECRET=<same on every replica> moe-playground
 FROM python:3.11-slim
 
-# curl is for the HEALTHCHECK below; nothing needs compiling (every dependency ships wheels).
+# curl is for the HEALTHCHECK below; gcc builds moe_core's C kernels on first use (moe_core/native: the
+# router and the SwiGLU activation, 1.2-1.6x faster training on a CPU; without it torch ops run instead).
+# Every Python dependency ships wheels.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends curl \
+ && apt-get install -y --no-install-recommends curl gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -112,19 +112,15 @@ class DispatchExpertsCombine(torch.autograd.Function):
         a permutation of all T tokens (top-1, nothing dropped), so rows are copied back instead of added.
         Returns y (T, d)."""
         items = _work_items(counts, max_rows, _grouped_ok(x, w_in), token_order)
-        gate_col = None if gates is None else gates[:, None]  # (N, 1)
         saved = []  # per item: x rows (R, d), [gate | up] (R, 2h), silu(gate) or None, activation (R, h), output
-        y = torch.empty_like(x) if each_token_once else torch.zeros_like(x)  # (T, d)
+        y = (torch.empty if each_token_once else torch.zeros)(x.shape, dtype=x.dtype, device=x.device)  # (T, d)
         for r0, r1, tok, e0, e1, offs in items:
-            xc = x.index_select(0, tok)  # (R, d)
+            xc = gather_rows(x, tok)  # (R, d)
             hc = xc @ w_in[e0] if offs is None else F.grouped_mm(xc, w_in[e0:e1], offs=offs)  # (R, 2h)
             act, sc = swiglu(hc)  # (R, h) each; sc is None where the C kernel recomputes it in backward
             yc = act @ w_out[e0] if offs is None else F.grouped_mm(act, w_out[e0:e1], offs=offs)  # (R, d)
-            if each_token_once:
-                y.index_copy_(0, tok, yc if gate_col is None else yc * gate_col[r0:r1])
-            else:
-                y.index_add_(0, tok, yc if gate_col is None else yc * gate_col[r0:r1])
-            saved.append((xc, hc, sc, act, None if gate_col is None else yc))
+            scatter_rows(y, tok, yc, None if gates is None else gates[r0:r1], accumulate=not each_token_once)
+            saved.append((xc, hc, sc, act, None if gates is None else yc))
         ctx.save_for_backward(gates, w_in, w_out)
         ctx.items, ctx.saved, ctx.x_shape, ctx.each_token_once = items, saved, x.shape, each_token_once
         return y
@@ -139,18 +135,15 @@ class DispatchExpertsCombine(torch.autograd.Function):
         if need_x:
             dx = dy.new_empty(ctx.x_shape) if ctx.each_token_once else dy.new_zeros(ctx.x_shape)
         dgates = torch.empty_like(gates) if need_g else None
-        gate_col = None if gates is None else gates[:, None]  # (N, 1)
         w_in_t, w_out_t = w_in.transpose(1, 2), w_out.transpose(1, 2)  # (E, 2h, d), (E, d, h)
         dw_in = dw_out = None  # (E, d, 2h), (E, h, d): a pack's result itself when one pack holds every expert
         written = [False] * E
         if not (len(ctx.items) == 1 and ctx.items[0][5] is not None and ctx.items[0][3:5] == (0, E)):
             dw_in, dw_out = torch.empty_like(w_in), torch.empty_like(w_out)
         for (r0, r1, tok, e0, e1, offs), (xc, hc, sc, act, yc) in zip(ctx.items, ctx.saved, strict=True):
-            dyc = dy.index_select(0, tok)  # (R, d)
-            if need_g:
-                torch.linalg.vecdot(dyc, yc, out=dgates[r0:r1])  # d gate = <dy, expert output>
-            if gate_col is not None:
-                dyc.mul_(gate_col[r0:r1])  # the gradient reaching the expert's output
+            # the gradient reaching the expert's output, gate * dy, and d gate = <dy, expert output>
+            dyc = gather_rows_grad(dy, tok, yc, None if gates is None else gates[r0:r1],
+                                   dgates[r0:r1] if need_g else None)  # (R, d)
             act_t = act.t()  # (h, R)
             if offs is None:  # a piece of expert e0: weight grads accumulate over its pieces
                 _mm_into(dw_out[e0], act_t, dyc, written[e0])
@@ -168,10 +161,7 @@ class DispatchExpertsCombine(torch.autograd.Function):
                 dxc = F.grouped_mm(dh, w_in_t[e0:e1], offs=offs) if need_x else None
             written[e0:e1] = [True] * (e1 - e0)
             if need_x:
-                if ctx.each_token_once:
-                    dx.index_copy_(0, tok, dxc)
-                else:
-                    dx.index_add_(0, tok, dxc)
+                scatter_rows(dx, tok, dxc, None, accumulate=not ctx.each_token_once)
         if dw_in is None:  # no rows at all
             dw_in, dw_out = torch.zeros_like(w_in), torch.zeros_like(w_out)
         for e, done in enumerate(written):  # experts that got no rows and no pack
@@ -189,11 +179,62 @@ def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bo
         torch.mm(a, b, out=out)
 
 
-def _native(t: torch.Tensor):
-    """The C kernels for a CPU float32/float64 tensor, if they are built; else None."""
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+def _native(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tensor | None = None):
+    """The C kernels, if they are built and fit: t and the others contiguous CPU float32/float64 of one dtype,
+    index (if given) contiguous int64. Else None, and the caller runs torch ops."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or not t.is_contiguous():
+        return None
+    for o in others:
+        if o is not None and (o.dtype != t.dtype or o.device != t.device or not o.is_contiguous()):
+            return None
+    if index is not None and (index.dtype != torch.long or not index.is_contiguous()):
         return None
     return kernels()
+
+
+def gather_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """src[index] (n, d): one memcpy per row in C (native/rows.c), else index_select."""
+    lib = _native(src, index=index)
+    if lib is None:
+        return src.index_select(0, index)
+    out = torch.empty(index.shape[0], src.shape[1], dtype=src.dtype)
+    kernel = lib.moe_gather_rows_f32 if src.dtype == torch.float32 else lib.moe_gather_rows_f64
+    kernel(src.data_ptr(), index.data_ptr(), index.shape[0], src.shape[1], out.data_ptr())
+    return out
+
+
+def scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, scale: torch.Tensor | None,
+                 accumulate: bool) -> None:
+    """out[index[i]] += scale[i] * rows[i] (or = with accumulate False: index hits each row once); scale None
+    means 1. In C where built (native/rows.c), else mul + index_add_ / index_copy_."""
+    lib = _native(rows, scale, out, index=index)
+    if lib is None:
+        rows = rows if scale is None else rows * scale[:, None]
+        (out.index_add_ if accumulate else out.index_copy_)(0, index, rows)
+        return
+    kernel = lib.moe_scatter_rows_f32 if rows.dtype == torch.float32 else lib.moe_scatter_rows_f64
+    kernel(rows.data_ptr(), None if scale is None else scale.data_ptr(), index.data_ptr(), rows.shape[0],
+           rows.shape[1], int(accumulate), out.data_ptr())
+
+
+def gather_rows_grad(dy: torch.Tensor, index: torch.Tensor, rows: torch.Tensor | None, scale: torch.Tensor | None,
+                     d_scale: torch.Tensor | None) -> torch.Tensor:
+    """scale[:, None] * dy[index] (n, d), and d_scale[i] = <dy[index[i]], rows[i]> written in place when given:
+    the backward of scatter_rows."""
+    lib = _native(dy, rows if d_scale is not None else None, scale, d_scale, index=index)
+    if lib is None:
+        out = dy.index_select(0, index)
+        if d_scale is not None:
+            torch.linalg.vecdot(out, rows, out=d_scale)
+        if scale is not None:
+            out.mul_(scale[:, None])
+        return out
+    out = torch.empty(index.shape[0], dy.shape[1], dtype=dy.dtype)
+    kernel = lib.moe_gather_rows_grad_f32 if dy.dtype == torch.float32 else lib.moe_gather_rows_grad_f64
+    kernel(dy.data_ptr(), index.data_ptr(), index.shape[0], dy.shape[1],
+           None if d_scale is None else rows.data_ptr(), None if scale is None else scale.data_ptr(),
+           out.data_ptr(), None if d_scale is None else d_scale.data_ptr())
+    return out
 
 
 def swiglu(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -201,7 +242,7 @@ def swiglu(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     backward recomputes it (native/swiglu.c: one pass over memory instead of two ops' three)."""
     half = h.shape[1] // 2
     lib = _native(h)
-    if lib is None or not h.is_contiguous():
+    if lib is None:
         silu_gate = F.silu(h[:, :half])  # kept: cheaper than recomputing it in backward
         return silu_gate * h[:, half:], silu_gate
     act = torch.empty(h.shape[0], half, dtype=h.dtype)
@@ -216,7 +257,7 @@ def swiglu_backward(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor |
     dh = torch.empty_like(h)
     if silu_gate is None:  # swiglu() ran the C kernel
         lib = _native(h)
-        da = da.contiguous()
+        da = da.to(h.dtype).contiguous()
         kernel = lib.moe_swiglu_backward_f32 if h.dtype == torch.float32 else lib.moe_swiglu_backward_f64
         kernel(da.data_ptr(), h.data_ptr(), h.shape[0], half, dh.data_ptr())
         return dh

@@ -119,7 +119,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
         self.params = list(self.model.parameters())
-        self._good = [p.detach().clone() for p in self.params]  # weights of the last finite step
+        self._param_data = [p.detach() for p in self.params]  # views of the weights (updated in place)
+        self._good = [p.clone() for p in self._param_data]  # weights of the last finite step
         self._zero = torch.zeros((), device=self.device)
         self._load_columns = [f"load_{e}" for e in range(self.n_experts)]
         self._window = torch.arange(self.model_config.context + 1, device=self.device)  # (S+1,) LM batch offsets
@@ -193,7 +194,8 @@ class Trainer:
         loss = task_loss
         for info in infos:
             loss = loss + info.aux_loss
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params:  # = optimizer.zero_grad(set_to_none=True), without its profiler hooks (~50 us)
+            p.grad = None
         loss.backward()  # also when the loss is not finite: the check below reads it back with everything else
         norm = self._clip_gradients()
         values = self._read_back(loss, task_loss, quality, norm, infos)  # the step's only device sync
@@ -204,7 +206,7 @@ class Trainer:
         if not math.isfinite(norm_v):
             self._diverge(f"the gradients became {norm_v} at step {self.step_count + 1}")
             return None
-        torch._foreach_copy_(self._good, [p.detach() for p in self.params])
+        torch._foreach_copy_(self._good, self._param_data)
         fused_adamw_step(self.optimizer)
         for layer in self.moe_layers:
             layer.update_router_bias()
@@ -232,7 +234,7 @@ class Trainer:
 
     def _diverge(self, what: str) -> None:
         """Stop, and put back the weights of the last step whose loss and gradients were finite."""
-        torch._foreach_copy_([p.detach() for p in self.params], self._good)
+        torch._foreach_copy_(self._param_data, self._good)
         self.optimizer.zero_grad(set_to_none=True)
         self.diverged = (
             f"Training stopped: {what}. The weights of the last good step are kept. Lower the learning rate "

@@ -3,7 +3,8 @@
 Why: at the Playground's sizes (256 tokens, 8 experts) the router is ~20 tiny tensor ops each way, and each
 costs more in dispatch (~5 us) than in arithmetic; at bench sizes (4096 tokens) the experts' SwiGLU activation
 is five passes over arrays bigger than the cache. route.c does the whole softmax top-k router, its losses and
-the sort by expert in one call each way; swiglu.c does the activation in one pass each way.
+the sort by expert in one call each way; swiglu.c does the activation in one pass each way; rows.c moves the
+token rows to and from the experts with the gate multiply (and its gradient) folded in.
 
 Nothing here is required. Without a C compiler (or with MOE_PLAYGROUND_NATIVE=0) `kernels()` returns None and
 the layer runs torch ops instead; both paths are tested against the same per-token reference.
@@ -28,17 +29,23 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "route.c", HERE / "swiglu.c"]
+SOURCES = [HERE / "route.c", HERE / "swiglu.c", HERE / "rows.c"]
 HEADERS = [HERE / "vector_math.h"]
-ABI_VERSIONS = {"moe_route_abi_version": 1, "moe_swiglu_abi_version": 1}  # bump with a signature change
+# each source file reports its version: bump it with a signature change
+ABI_VERSIONS = {"moe_route_abi_version": 1, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1}
 CFLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
 COMPILE_TIMEOUT_S = 120
 
 
 
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
 def enabled() -> bool:
-    """False when the environment turns the kernels off (MOE_PLAYGROUND_NATIVE=0)."""
-    return os.environ.get("MOE_PLAYGROUND_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    """False when the environment turns the kernels off (MOE_PLAYGROUND_NATIVE=0). Read on every call (a few
+    times per step; tests flip it), so the common case, the variable not set, is one dict lookup."""
+    value = os.environ.get("MOE_PLAYGROUND_NATIVE")
+    return value is None or value.strip().lower() not in _OFF
 
 
 def cache_dir() -> Path:
@@ -95,6 +102,13 @@ def _load(path: Path) -> ctypes.CDLL:
         bwd.restype = c_int
         getattr(lib, f"moe_swiglu_forward_{suffix}").argtypes = [p, i64, i64, p]  # h, R, H, act
         getattr(lib, f"moe_swiglu_backward_{suffix}").argtypes = [p, p, i64, i64, p]  # da, h, R, H, dh
+        getattr(lib, f"moe_gather_rows_{suffix}").argtypes = [p, p, i64, i64, p]  # src, idx, n, d, out
+        # rows, scale, idx, n, d, accumulate, out
+        getattr(lib, f"moe_scatter_rows_{suffix}").argtypes = [p, p, p, i64, i64, c_int, p]
+        # dy, idx, n, d, rows, scale, out, d_scale
+        getattr(lib, f"moe_gather_rows_grad_{suffix}").argtypes = [p, p, i64, i64, p, p, p, p]
+        for name in ("swiglu_forward", "swiglu_backward", "gather_rows", "scatter_rows", "gather_rows_grad"):
+            getattr(lib, f"moe_{name}_{suffix}").restype = None
     return lib
 
 

@@ -152,3 +152,16 @@ def test_no_compiler_means_torch_ops(monkeypatch):
     finally:
         native._kernels.cache_clear()
     assert (native.kernels() is not None) == (native._compiler() is not None)
+
+
+def test_strided_inputs_take_a_safe_path():
+    """A non-contiguous input (a view) must give what its contiguous copy gives, on the C path too."""
+    torch.manual_seed(1)
+    layer = MoELayer(MoEConfig(d_model=8, n_experts=4, top_k=2, expert_hidden=4))
+    big = torch.randn(20, 16)
+    x = big[:, ::2]  # (20, 8), stride 2
+    assert not x.is_contiguous()
+    y_view, _ = layer(x)
+    y_copy, _ = layer(x.contiguous())
+    torch.testing.assert_close(y_view, y_copy)
+    assert y_view.is_contiguous()
