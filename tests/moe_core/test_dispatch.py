@@ -26,6 +26,14 @@ def _slow(x, gates, w_in, w_out, token_order, counts):
     return y
 
 
+@pytest.fixture(autouse=True, params=["C kernels", "torch ops"])
+def kernel_path(request, monkeypatch):
+    """Every test on both paths: the C row moves and activation (moe_core/native) and torch ops only."""
+    if request.param == "torch ops":
+        monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
+    return request.param
+
+
 def _apply(x, gates, w_in, w_out, tok, counts, max_rows, each_token_once=False):
     return DispatchExpertsCombine.apply(x, gates, w_in, w_out, tok, counts, max_rows, each_token_once)
 
@@ -187,18 +195,15 @@ def test_top1_unit_gates_and_tokens_copied_back(dtype, max_rows, each_token_once
         torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_swiglu_activation_matches_autograd(native, dtype, monkeypatch):
+def test_swiglu_activation_matches_autograd(dtype, kernel_path):
     """The activation and its backward (the C kernel where it is built, else torch ops) against autograd on
     silu(gate) * up, over inputs from -100 to 100 (exp's range reduction and the sigmoid's two branches)."""
-    if not native:
-        monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
     g = torch.Generator().manual_seed(3)
     h = torch.cat([torch.randn(200, 16, generator=g, dtype=dtype) * 4, torch.linspace(-100, 100, 16 * 37,
                    dtype=dtype).reshape(37, 16), torch.zeros(1, 16, dtype=dtype)]).reshape(-1, 16)  # (R, 2h)
     act, silu_gate = swiglu(h)
-    assert (silu_gate is None) == (native and moe_core.native.kernels() is not None)
+    assert (silu_gate is None) == (kernel_path == "C kernels" and moe_core.native.kernels() is not None)
     ref_h = h.clone().requires_grad_()
     ref = torch.nn.functional.silu(ref_h[:, :8]) * ref_h[:, 8:]
     da = torch.randn(ref.shape, generator=g, dtype=dtype)
