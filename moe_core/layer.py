@@ -96,8 +96,11 @@ class MoELayer(nn.Module):
             slots = assign_slots(
                 out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts, out.sorted_pairs
             )
-            w = None  # gates of exactly 1 need no multiply (and send back no gradient: d(p/p)/dp = 0)
-            if not out.unit_gates:
+            if out.unit_gates:  # gates of exactly 1 need no multiply (and send back no gradient: d(p/p)/dp = 0)
+                w = None
+            elif out.sorted_pairs is not None and slots.kept_pairs is out.sorted_pairs[0]:  # the router's sort
+                w = out.sorted_gates.to(x.dtype)  # (N,)
+            else:
                 w = out.gates.t().reshape(-1).index_select(0, slots.kept_pairs).to(x.dtype)  # (N,) kept pairs
             each_token_once = k == 1 and limit is None and out.selected is None  # a permutation of the tokens
             y = dispatch_experts_combine(
@@ -107,13 +110,17 @@ class MoELayer(nn.Module):
             kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
         if self.shared is not None:
             y = y + self.shared(x)
-        selected = out.selected if out.selected is not None else torch.ones_like(kept)
+        if out.selected is None and capacity is None and not isinstance(self.router, SoftRouter):
+            selected, dropped, combine = kept, torch.zeros_like(kept), out.gates.detach()  # nothing can drop
+        else:
+            selected = out.selected if out.selected is not None else torch.ones_like(kept)
+            dropped, combine = selected & ~kept, (out.gates * kept).detach()
         info = RoutingInfo(
             expert_index=out.expert_index.detach(),
-            combine_weights=(out.gates * kept).detach(),
+            combine_weights=combine,
             router_probs=out.probs.detach(),
             router_logits=out.logits.detach(),
-            dropped=selected & ~kept,
+            dropped=dropped,
             selected=selected,
             tokens_per_expert=tokens_per_expert,
             kept_per_expert=kept_per_expert,
@@ -126,13 +133,18 @@ class MoELayer(nn.Module):
     def weighted_aux_loss(self, losses: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """aux_loss_coef * (load_balance, or importance + load for noisy_topk) + z_loss_coef * z."""
         cfg = self.config
-        total = torch.zeros((), device=x.device)
+        terms = []  # (coefficient, loss)
         if "load_balance" in losses:
-            total = total + cfg.aux_loss_coef * losses["load_balance"]
+            terms.append((cfg.aux_loss_coef, losses["load_balance"]))
         if "importance" in losses:
-            total = total + cfg.aux_loss_coef * (losses["importance"] + losses["load"])
+            terms.append((cfg.aux_loss_coef, losses["importance"] + losses["load"]))
         if "z" in losses:
-            total = total + cfg.z_loss_coef * losses["z"]
+            terms.append((cfg.z_loss_coef, losses["z"]))
+        if not terms:
+            return torch.zeros((), device=x.device)
+        total = terms[0][1] * terms[0][0]
+        for coef, loss in terms[1:]:
+            total = torch.add(total, loss, alpha=coef)  # one op: total + coef * loss
         return total
 
     def update_router_bias(self) -> None:

@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 SOURCES = [HERE / "route.c", HERE / "swiglu.c", HERE / "rows.c"]
 HEADERS = [HERE / "vector_math.h"]
 # each source file reports its version: bump it with a signature change
-ABI_VERSIONS = {"moe_route_abi_version": 1, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1}
+ABI_VERSIONS = {"moe_route_abi_version": 2, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1}
 CFLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
 COMPILE_TIMEOUT_S = 120
 
@@ -95,10 +95,10 @@ def _load(path: Path) -> ctypes.CDLL:
     p, i64, c_int, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix in ("f32", "f64"):
         fwd = getattr(lib, f"moe_route_forward_{suffix}")
-        fwd.argtypes = [p, i64, i64, i64, c_int, p, p, p, p, p, p, p, p, p, p]
+        fwd.argtypes = [p, i64, i64, i64, c_int, p, p, p, p, p, p, p, p, p, p, p]
         fwd.restype = c_int
         bwd = getattr(lib, f"moe_route_backward_{suffix}")
-        bwd.argtypes = [p, p, p, p, p, p, i64, i64, i64, c_int, dbl, dbl, p]
+        bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, c_int, dbl, dbl, p]
         bwd.restype = c_int
         getattr(lib, f"moe_swiglu_forward_{suffix}").argtypes = [p, i64, i64, p]  # h, R, H, act
         getattr(lib, f"moe_swiglu_backward_{suffix}").argtypes = [p, p, i64, i64, p]  # da, h, R, H, dh

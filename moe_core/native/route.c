@@ -13,7 +13,8 @@
  *     load_balance = E / (k T) sum_e counts_e P_e,  P_e = mean_t p_te                Switch, top-k normalized
  *     z = mean_t lse_t^2                                                             ST-MoE router z-loss
  * and the (t, j) pairs grouped by expert, slot-major within an expert (pair n = j*T + t): a stable counting
- * sort, the same order as torch.sort(stable=True) of the slot-major expert list.
+ * sort, the same order as torch.sort(stable=True) of the slot-major expert list, with each pair's gate
+ * (gates_sorted, what the dispatch multiplies by; its gradient comes back in the same order).
  *
  * Backward: with dp_te = dL/dp_te from the gates and the balance loss,
  *     dp_t,i_m += (dg_tm - sum_j dg_tj g_tj) / S_t   (normalize, S_t = sum_j p_t,i_tj)   or   dg_tm
@@ -27,7 +28,7 @@
 
 #include "vector_math.h"
 
-int moe_route_abi_version(void) { return 1; }
+int moe_route_abi_version(void) { return 2; }
 
 static inline double exp_nonpositive_f64(double x) { return exp(x); }
 static inline float log_f32(float x) { return logf(x); }
@@ -75,7 +76,7 @@ DEFINE_TOPK(f64, double)
     HOT int moe_route_forward_##SUF(const T_ *logits, int64_t T, int64_t E, int64_t k, int normalize,          \
                                 T_ *probs, T_ *lse, T_ *gates, int64_t *index, int64_t *counts,           \
                                 int64_t *pair_order, int64_t *token_order, int64_t *sorted_experts,       \
-                                T_ *load_balance, T_ *z) {                                                \
+                                T_ *gates_sorted, T_ *load_balance, T_ *z) {                              \
         double *prob_sum = calloc((size_t)E, sizeof(double));                                             \
         int64_t *next = malloc((size_t)E * sizeof(int64_t));                                              \
         unsigned char *taken = malloc((size_t)E);                                                         \
@@ -131,6 +132,7 @@ DEFINE_TOPK(f64, double)
                     pair_order[pos] = j * T + t;                                                          \
                     token_order[pos] = t;                                                                 \
                     sorted_experts[pos] = e;                                                              \
+                    gates_sorted[pos] = gates[t * k + j];                                                 \
                 }                                                                                         \
         }                                                                                                 \
         free(prob_sum); free(next); free(taken);                                                          \
@@ -140,17 +142,29 @@ DEFINE_TOPK(f64, double)
 DEFINE_FORWARD(f32, float)
 DEFINE_FORWARD(f64, double)
 
-/* d_gates may be NULL (the gates got no gradient). */
+/* d_gates (T, k) and d_gates_sorted (the gradient of the gates in pair_order) may each be NULL. */
 #define DEFINE_BACKWARD(SUF, T_)                                                                          \
     HOT int moe_route_backward_##SUF(const T_ *probs, const T_ *lse, const T_ *gates, const int64_t *index,    \
-                                 const int64_t *counts, const T_ *d_gates, int64_t T, int64_t E,          \
-                                 int64_t k, int normalize, double d_load_balance, double d_z,             \
-                                 T_ *d_logits) {                                                          \
+                                 const int64_t *counts, const T_ *d_gates, const T_ *d_gates_sorted,      \
+                                 const int64_t *pair_order, int64_t T, int64_t E, int64_t k,              \
+                                 int normalize, double d_load_balance, double d_z, T_ *d_logits) {        \
         T_ *dp = malloc((size_t)E * sizeof(T_));                                                          \
         T_ *from_lb = malloc((size_t)E * sizeof(T_));                                                     \
-        if (!dp || !from_lb) {                                                                            \
-            free(dp); free(from_lb);                                                                      \
+        T_ *dg_all = d_gates_sorted ? malloc((size_t)(T * k) * sizeof(T_)) : NULL;                        \
+        if (!dp || !from_lb || (d_gates_sorted && !dg_all)) {                                             \
+            free(dp); free(from_lb); free(dg_all);                                                        \
             return 1;                                                                                     \
+        }                                                                                                 \
+        if (d_gates_sorted) { /* both gradients of the gates, in the (T, k) layout */                     \
+            if (d_gates)                                                                                  \
+                memcpy(dg_all, d_gates, (size_t)(T * k) * sizeof(T_));                                   \
+            else                                                                                          \
+                memset(dg_all, 0, (size_t)(T * k) * sizeof(T_));                                          \
+            for (int64_t pos = 0; pos < T * k; pos++) {                                                   \
+                int64_t n = pair_order[pos], j = n / T, t = n - j * T;                                    \
+                dg_all[t * k + j] += d_gates_sorted[pos];                                                 \
+            }                                                                                             \
+            d_gates = dg_all;                                                                             \
         }                                                                                                 \
         double lb_scale = d_load_balance * (double)E / ((double)k * (double)T * (double)T);               \
         for (int64_t e = 0; e < E; e++) from_lb[e] = (T_)(lb_scale * (double)counts[e]);                  \
@@ -178,7 +192,7 @@ DEFINE_FORWARD(f64, double)
             T_ zc = (T_)(z_scale * (double)lse[t]) - dot;                                                 \
             for (int64_t e = 0; e < E; e++) dl[e] = p[e] * (dp[e] + zc);                                  \
         }                                                                                                 \
-        free(dp); free(from_lb);                                                                          \
+        free(dp); free(from_lb); free(dg_all);                                                            \
         return 0;                                                                                         \
     }
 

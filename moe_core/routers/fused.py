@@ -3,7 +3,7 @@
 Computes exactly what softmax_with_z -> topk_gates -> balance_losses compute with torch ops (plus the sort of
 the (token, slot) pairs by expert that capacity.assign_slots would do next), as one autograd Function:
 
-    logits (T, E) -> gates (T, k), load_balance (), z ()            differentiable
+    logits (T, E) -> gates (T, k), gates_sorted (T*k,), load_balance (), z ()            differentiable
                      probs (T, E), index (T, k), counts (E,), the pairs sorted by expert     not differentiable
 
 Used by the softmax_topk and switch routers when `fused_available(logits, k)`; otherwise they run the torch ops.
@@ -33,6 +33,7 @@ class FusedRoute:
     pair_order: torch.Tensor  # (T*k,) long: pair ids n = j*T + t grouped by expert (stable)
     token_order: torch.Tensor  # (T*k,) long: token of each pair in pair_order
     sorted_experts: torch.Tensor  # (T*k,) long: expert of each pair in pair_order
+    gates_sorted: torch.Tensor  # (T*k,) the gate of each pair in pair_order (differentiable): the dispatch's w
 
 
 def fused_available(logits: torch.Tensor, k: int) -> bool:
@@ -65,34 +66,37 @@ class _SoftmaxTopK(torch.autograd.Function):
         probs, lse, gates = f(T, E, dtype=logits.dtype), f(T, dtype=logits.dtype), f(T, k, dtype=logits.dtype)
         index, counts = f(T, k, dtype=torch.long), f(E, dtype=torch.long)
         pair_order, token_order, sorted_experts = (f(T * k, dtype=torch.long) for _ in range(3))
+        gates_sorted = f(T * k, dtype=logits.dtype)
         load_balance, z = f((), dtype=logits.dtype), f((), dtype=logits.dtype)
         kernel = lib.moe_route_forward_f32 if logits.dtype == torch.float32 else lib.moe_route_forward_f64
         status = kernel(
             logits.data_ptr(), T, E, k, int(normalize), probs.data_ptr(), lse.data_ptr(), gates.data_ptr(),
             index.data_ptr(), counts.data_ptr(), pair_order.data_ptr(), token_order.data_ptr(),
-            sorted_experts.data_ptr(), load_balance.data_ptr(), z.data_ptr(),
+            sorted_experts.data_ptr(), gates_sorted.data_ptr(), load_balance.data_ptr(), z.data_ptr(),
         )
         if status != 0:
             raise MemoryError("the C router kernel could not allocate its work space")
-        ctx.save_for_backward(probs, lse, gates, index, counts)
+        ctx.save_for_backward(probs, lse, gates, index, counts, pair_order)
         ctx.k, ctx.normalize = k, normalize
         ctx.set_materialize_grads(False)
         constant = [probs, index, counts, pair_order, token_order, sorted_experts] + ([] if z_grad else [z])
         ctx.mark_non_differentiable(*constant)  # one call: a second one would replace the first
-        return gates, load_balance, z, probs, index, counts, pair_order, token_order, sorted_experts
+        return gates, load_balance, z, probs, index, counts, pair_order, token_order, sorted_experts, gates_sorted
 
     @staticmethod
-    def backward(ctx, d_gates, d_load_balance, d_z, *_):
-        probs, lse, gates, index, counts = ctx.saved_tensors
+    def backward(ctx, d_gates, d_load_balance, d_z, _probs, _index, _counts, _po, _to, _se, d_gates_sorted):
+        probs, lse, gates, index, counts, pair_order = ctx.saved_tensors
         T, E = probs.shape
         lib = kernels()
         d_logits = torch.empty_like(probs)
         if d_gates is not None:
             d_gates = d_gates.to(probs.dtype).contiguous()
+        if d_gates_sorted is not None:
+            d_gates_sorted = d_gates_sorted.to(probs.dtype).contiguous()
         kernel = lib.moe_route_backward_f32 if probs.dtype == torch.float32 else lib.moe_route_backward_f64
         status = kernel(
             probs.data_ptr(), lse.data_ptr(), gates.data_ptr(), index.data_ptr(), counts.data_ptr(),
-            _ptr(d_gates), T, E, ctx.k, int(ctx.normalize),
+            _ptr(d_gates), _ptr(d_gates_sorted), pair_order.data_ptr(), T, E, ctx.k, int(ctx.normalize),
             0.0 if d_load_balance is None else float(d_load_balance),
             0.0 if d_z is None else float(d_z), d_logits.data_ptr(),
         )

@@ -27,5 +27,6 @@ class SoftmaxTopKRouter(Router):
             losses=r.losses,
             counts=r.counts,
             sorted_pairs=r.sorted_pairs,
+            sorted_gates=r.sorted_gates,
             unit_gates=cfg.top_k == 1 and cfg.normalize_topk,
         )

@@ -25,4 +25,5 @@ class SwitchRouter(Router):
             losses=r.losses,
             counts=r.counts,
             sorted_pairs=r.sorted_pairs,
+            sorted_gates=r.sorted_gates,
         )

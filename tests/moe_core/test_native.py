@@ -44,12 +44,16 @@ def test_fused_router_matches_torch_ops(dtype, T, E, k, normalize):
     for name, a, b in zip(["gates", "load_balance", "z", "probs", "index", "counts"], ref,
                           [r.gates, r.load_balance, r.z, r.probs, r.index, r.counts], strict=True):
         torch.testing.assert_close(b, a.detach(), atol=tol, rtol=tol, msg=lambda m, n=name: f"{n}: {m}")
-    d_gates = torch.randn(T, k, generator=g, dtype=dtype)
-    ((ref[0] * d_gates).sum() + 0.3 * ref[1] + 0.7 * ref[2]).backward()
-    ((r.gates * d_gates).sum() + 0.3 * r.load_balance + 0.7 * r.z).backward()
-    torch.testing.assert_close(fused_logits.grad, logits.grad, atol=tol, rtol=tol)
-    # the pairs grouped by expert: the stable sort of the slot-major expert list (what assign_slots does)
+    # the pairs grouped by expert: the stable sort of the slot-major expert list (what assign_slots does),
+    # and their gates in that order, which the layer multiplies by (gradient through both gate outputs)
     sorted_experts, pair_order = torch.sort(r.index.t().reshape(-1), stable=True)
+    ref_sorted_gates = ref[0].t().reshape(-1)[pair_order]
+    torch.testing.assert_close(r.gates_sorted, ref_sorted_gates.detach(), atol=tol, rtol=tol)
+    d_gates = torch.randn(T, k, generator=g, dtype=dtype)
+    d_sorted = torch.randn(T * k, generator=g, dtype=dtype)
+    ((ref[0] * d_gates).sum() + (ref_sorted_gates * d_sorted).sum() + 0.3 * ref[1] + 0.7 * ref[2]).backward()
+    ((r.gates * d_gates).sum() + (r.gates_sorted * d_sorted).sum() + 0.3 * r.load_balance + 0.7 * r.z).backward()
+    torch.testing.assert_close(fused_logits.grad, logits.grad, atol=tol, rtol=tol)
     assert torch.equal(r.pair_order, pair_order) and torch.equal(r.sorted_experts, sorted_experts)
     assert torch.equal(r.token_order, pair_order % T)
 
@@ -58,15 +62,14 @@ def test_gradient_flows_only_where_asked():
     logits = torch.randn(30, 8, dtype=torch.float64, requires_grad=True)
     r = fused_softmax_topk(logits, 2, True, z_grad=False)
     assert not r.z.requires_grad and not r.probs.requires_grad and r.gates.requires_grad
-    r.load_balance.backward()  # the balance loss alone: no gate gradient reaches the kernel (None)
+    r.load_balance.backward()  # the balance loss alone: no gate gradient reaches the kernel (None, None)
     ref = logits.detach().clone().requires_grad_()
     _torch_route(ref, 2, True)[1].backward()
     torch.testing.assert_close(logits.grad, ref.grad)
     # torch's own gradient check of the whole map, gates + losses, in float64
     x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda t: [fused_softmax_topk(t, 3, True, True).gates, fused_softmax_topk(t, 3, True, True).load_balance,
-                   fused_softmax_topk(t, 3, True, True).z], (x,))
+        lambda t: [(r := fused_softmax_topk(t, 3, True, True)).gates, r.gates_sorted, r.load_balance, r.z], (x,))
 
 
 def test_ties_go_to_the_lower_expert_like_a_stable_sort():
