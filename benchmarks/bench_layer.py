@@ -9,7 +9,9 @@ Grid: T in {1024, 4096}, d=64, SwiGLU experts with h=128, E in {4, 8, 16, 64}, k
 One timed iteration = forward + loss + backward (grads of the parameters AND of the input x, as inside a network):
 
     ours          MoELayer(router="softmax_topk", capacity_factor=None (dropless), aux_loss_coef=0.01);
-                  loss = <y, probe> + info.aux_loss (load-balance + 0 * z-loss, as the layer computes it)
+                  loss = <y, probe> + info.aux_loss (load-balance + 0 * z-loss, as the layer computes it);
+                  with moe_core's C kernels where a compiler is found (the header says; run with
+                  MOE_PLAYGROUND_NATIVE=0 to measure the torch-ops-only path)
     naive loop    router Linear + softmax + top-k + renormalize, then a Python loop over E separate
                   nn.Linear SwiGLU experts (torch.where + index_add_); loss = <y, probe> + 0.01 * Switch aux
     HF eager      transformers' MixtralSparseMoeBlock, config._experts_implementation = "eager"
@@ -58,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from moe_core.config import MoEConfig  # noqa: E402
 from moe_core.experts import SwiGLU  # noqa: E402
 from moe_core.layer import MoELayer  # noqa: E402
+from moe_core.native import kernels  # noqa: E402
 
 D_MODEL, HIDDEN, AUX_COEF = 64, 128, 0.01
 FULL_GRID = [(T, E, k) for T in (1024, 4096) for E in (4, 8, 16, 64) for k in (1, 2)]
@@ -341,6 +344,7 @@ def machine_info(threads: int, hf_version: str | None) -> dict:
         "python": platform.python_version(),
         "threads": threads,
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "c_kernels": kernels() is not None,  # moe_core/native (MOE_PLAYGROUND_NATIVE=0 turns them off)
     }
 
 
@@ -417,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# MoE layer forward+backward benchmark{' (--quick smoke run)' if args.quick else ''}")
     print(f"machine: {info['cpu']}, {info['logical_cores']} logical cores ({info['cores_usable']} usable), "
           f"torch {info['torch']}, transformers {info['transformers'] or '-'}, python {info['python']}, "
-          f"{args.threads} thread(s), load average at start {info['loadavg_at_start']}")
+          f"{args.threads} thread(s), load average at start {info['loadavg_at_start']}, "
+          f"C kernels {'on' if info['c_kernels'] else 'off'}")
     print("d=64, h=128 SwiGLU, float32, train mode; one iteration = forward + loss + backward (params and input)")
     if hf is None:
         print(f"NOTE: transformers not importable ({why}); HF eager / grouped_mm columns skipped "

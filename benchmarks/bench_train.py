@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import torch
 
+from moe_core.native import kernels
 from moe_core.settings import PlaygroundSettings
 from moe_core.trainer import Trainer, resolve_device
 
@@ -56,7 +57,8 @@ def main() -> None:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
     device = resolve_device(args.device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    print(f"machine: {cpu}{gpu}, device {device.type}, {torch.get_num_threads()} torch thread(s), "
+    native = "on" if kernels() is not None and device.type == "cpu" else "off"
+    print(f"machine: {cpu}{gpu}, device {device.type}, C kernels {native}, {torch.get_num_threads()} torch thread(s), "
           f"torch {torch.__version__}, {args.rounds} rounds x {args.steps} steps\n")
     print("| config | MoE steps/s | dense twin steps/s | MoE step / dense step | targets |")
     print("|---|---|---|---|---|")

@@ -8,6 +8,7 @@ from moe_ui.controls import ROUTER_LABELS
 
 from moe_core import capacity, metrics, routers
 from moe_core.lessons import load_glossary
+from moe_core.routers import base as router_base
 
 state.present_css()
 st.title("Reference")
@@ -20,7 +21,12 @@ with tab_routers:
         with st.expander(ROUTER_LABELS[name], icon=":material/alt_route:"):
             st.code(inspect.getdoc(inspect.getmodule(cls)), language=None, wrap_lines=True)
             if st.toggle("Show the code", key=f"ref_code_{name}"):
-                st.code(inspect.getsource(cls), language="python")
+                source = inspect.getsource(cls)
+                st.code(source, language="python")
+                if "softmax_topk(" in source:  # the shared steps, as torch ops (the spec of the C kernel)
+                    st.caption("`softmax_topk`, shared with the other softmax routers. On a CPU the same steps "
+                               "run as one C call each way (`moe_core/native/route.c`), tested against these.")
+                    st.code(inspect.getsource(router_base.softmax_topk), language="python")
 
 with tab_losses:
     for fn in (metrics.load_balancing_loss, metrics.z_loss, metrics.cv_squared, metrics.load_cv,

@@ -40,3 +40,13 @@ def test_reference_prints_every_router_from_its_docstring():
     for phrase in ("Shazeer", "Switch", "Expert Choice", "Hash", "Soft MoE", "DeepSeek-V3", "Jacobs", "C = ceil"):
         assert phrase in text, phrase
     assert len(at.expander) >= 8
+
+
+def test_reference_shows_the_shared_softmax_steps_with_a_router_s_code():
+    at = open_page("app_pages/reference.py")
+    at.toggle(key="ref_code_softmax_topk").set_value(True).run()
+    assert not at.exception
+    text = "\n".join(c.value for c in at.code)
+    assert "class SoftmaxTopKRouter" in text and "def softmax_topk(" in text
+    assert "topk_gates(probs, k, normalize)" in text  # the torch ops a learner can read
+    assert any("route.c" in c.value for c in at.caption)
