@@ -243,20 +243,16 @@ class Trainer:
 
     def _read_back(self, loss, task_loss, quality, grad_norm, infos: list[RoutingInfo]) -> list[float]:
         """Every number a step reports, gathered into one tensor and read back with a single sync:
-        [loss, task_loss, quality, z_loss, grad_norm, (dropped, selected, router_entropy, load_0..E-1)]."""
+        [loss, task_loss, quality, z_loss, grad_norm, (summed router entropy, then per layer the E selected and
+        the E kept slots per expert)]. _record turns them into metrics (dropped = selected - kept)."""
         z = [i.losses["z"] for i in infos if "z" in i.losses]
-        parts = [torch.stack([loss.detach(), task_loss.detach(), quality.float(),
-                              (sum(z) / len(z)).detach() if z else self._zero, grad_norm])]
+        z_mean = (z[0] if len(z) == 1 else sum(z) / len(z)).detach() if z else self._zero
+        parts = [torch.stack([loss.detach(), task_loss.detach(), quality.float(), z_mean, grad_norm])]
         if infos:
-            if len(infos) == 1:
-                info = infos[0]
-                loads, dropped, selected, p = info.tokens_per_expert, info.dropped, info.selected, info.router_probs
-            else:
-                loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0)  # (E,) mean over layers
-                dropped, selected = torch.cat([i.dropped for i in infos]), torch.cat([i.selected for i in infos])
-                p = torch.cat([i.router_probs for i in infos])
-            entropy = torch.special.entr(p).sum(-1).mean()  # mean per-token router entropy, nats (0 ln 0 = 0)
-            parts += [torch.stack([dropped.sum(), selected.sum()]), entropy[None], loads]
+            p = infos[0].router_probs if len(infos) == 1 else torch.cat([i.router_probs for i in infos])
+            parts.append(torch.special.entr(p).sum()[None])  # 0 ln 0 = 0; divided by the rows in _record
+            for info in infos:
+                parts += [info.tokens_per_expert, info.kept_per_expert]
         return torch.cat(parts).tolist()  # cat promotes the counts to float
 
     def _record(self, values: list[float], infos: list[RoutingInfo]) -> dict[str, float]:
@@ -266,11 +262,16 @@ class Trainer:
                                  "aux_loss": loss_v - task_v, "z_loss": z_v}
         rec["mse" if self.task == "regression" else "accuracy"] = quality_v
         if infos:
-            n_dropped, n_selected, entropy_v = values[5:8]
-            load = values[8:]
+            E = self.n_experts
+            counts = values[6:]  # per layer: E selected, then E kept
+            selected = [counts[2 * E * i : 2 * E * i + E] for i in range(len(infos))]
+            n_selected = sum(map(sum, selected))
+            n_dropped = n_selected - sum(sum(counts[2 * E * i + E : 2 * E * (i + 1)]) for i in range(len(infos)))
+            load = selected[0] if len(infos) == 1 else [sum(c) / len(infos) for c in zip(*selected, strict=True)]
             cv, max_vio, usage = metrics.load_summary(load)
+            rows = sum(info.n_tokens for info in infos)
             rec.update(load_cv=cv, max_vio=max_vio, dropped_frac=n_dropped / max(n_selected, 1.0),
-                       router_entropy=entropy_v, usage_entropy=usage)
+                       router_entropy=values[5] / rows, usage_entropy=usage)
             rec.update(zip(self._load_columns, load, strict=True))
         rec["step_ms"] = self.last_step_ms
         rec["lr"] = self.optimizer.param_groups[0]["lr"]

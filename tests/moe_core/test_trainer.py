@@ -193,3 +193,32 @@ def test_snapshot_routing_map_agrees_with_the_router():
     assert layer.kept_per_expert.sum() <= layer.tokens_per_expert.sum()
     assert layer.capacity == 32  # ceil(1.0 * 2 * 64 / 4)
     assert snap.parameters["total"] > snap.parameters["active"]
+
+
+@pytest.mark.parametrize(("router", "capacity_factor", "n_layers"),
+                         [("softmax_topk", None, 1), ("softmax_topk", 0.5, 2), ("expert_choice", 1.0, 1),
+                          ("soft", None, 1), ("switch", 0.75, 2)])
+def test_step_metrics_match_the_metrics_functions(router, capacity_factor, n_layers):
+    """The record's routing numbers (one device read-back, counts turned into metrics in Python) equal the
+    metrics module's functions on the step's RoutingInfo."""
+    from moe_core import metrics
+
+    model = ModelConfig(MoEConfig(n_experts=6, top_k=1 if router == "switch" else 2, router=router,
+                                  capacity_factor=capacity_factor,
+                                  expert_hidden=16, d_model=16), n_layers=n_layers)
+    t = Trainer(model, DataConfig(dataset="spirals"), TrainConfig(batch_size=64))
+    t.step(3)
+    rec = t.step(1)[0]
+    infos = t.last_infos
+    loads = torch.stack([i.tokens_per_expert for i in infos]).float().mean(0)
+    assert rec["max_vio"] == pytest.approx(metrics.max_violation(loads), abs=1e-6)
+    assert rec["load_cv"] == pytest.approx(metrics.load_cv(loads), abs=1e-6)
+    assert rec["usage_entropy"] == pytest.approx(metrics.usage_entropy(loads), abs=1e-6)
+    dropped = torch.cat([i.dropped for i in infos])
+    selected = torch.cat([i.selected for i in infos])
+    assert rec["dropped_frac"] == pytest.approx(metrics.dropped_fraction(dropped, selected), abs=1e-6)
+    if capacity_factor == 0.5:
+        assert rec["dropped_frac"] > 0  # the case is not vacuous
+    probs = torch.cat([i.router_probs for i in infos])
+    assert rec["router_entropy"] == pytest.approx(metrics.router_entropy(probs), abs=1e-5)
+    assert [rec[f"load_{e}"] for e in range(6)] == pytest.approx(loads.tolist())
