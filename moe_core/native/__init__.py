@@ -23,6 +23,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -35,6 +36,7 @@ HEADERS = [HERE / "vector_math.h"]
 ABI_VERSIONS = {"moe_route_abi_version": 2, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1}
 CFLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
 COMPILE_TIMEOUT_S = 120
+_BUILD_LOCK = threading.Lock()  # a class's first steps start together: one compile, the others wait and load it
 
 
 
@@ -123,9 +125,10 @@ def _kernels() -> ctypes.CDLL | None:
     if compiler is None:
         log.info("no C compiler found: the MoE layer uses torch ops only (set CC to use one)")
         return None
-    for folder in (cache_dir(), Path(tempfile.gettempdir()) / "moe-playground"):
-        try:
-            return _load(build(compiler, folder))
-        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-            log.warning("could not build the C kernels in %s (%s); using torch ops", folder, err)
+    with _BUILD_LOCK:
+        for folder in (cache_dir(), Path(tempfile.gettempdir()) / "moe-playground"):
+            try:
+                return _load(build(compiler, folder))
+            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                log.warning("could not build the C kernels in %s (%s); using torch ops", folder, err)
     return None

@@ -168,3 +168,23 @@ def test_strided_inputs_take_a_safe_path():
     y_copy, _ = layer(x.contiguous())
     torch.testing.assert_close(y_view, y_copy)
     assert y_view.is_contiguous()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="needs a C compiler")
+def test_sessions_starting_together_compile_once(tmp_path, monkeypatch):
+    """A class pressing Play at once on a fresh server: every thread gets a working library, one file is built."""
+    import threading
+
+    monkeypatch.setenv("MOE_PLAYGROUND_CACHE", str(tmp_path))
+    native._kernels.cache_clear()
+    try:
+        libs = []
+        threads = [threading.Thread(target=lambda: libs.append(native.kernels())) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(libs) == 4 and all(lib is not None for lib in libs)
+        assert len(list(tmp_path.iterdir())) == 1  # one library, no temporary files left
+    finally:
+        native._kernels.cache_clear()
