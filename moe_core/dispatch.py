@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from moe_core.native import kernels
+from moe_core import native
+from moe_core.experts import swiglu_backward, swiglu_forward
 
 CHUNK_ROWS = 1024  # rows per chunk on a CPU: h (1024, 2*128) float32 is 1 MB, half an L2
 UNCHUNKED_ROWS = 4096  # up to this many rows in all, one chunk: each extra chunk costs ~0.2 ms of Python and
@@ -117,7 +118,7 @@ class DispatchExpertsCombine(torch.autograd.Function):
         for r0, r1, tok, e0, e1, offs in items:
             xc = gather_rows(x, tok)  # (R, d)
             hc = xc @ w_in[e0] if offs is None else F.grouped_mm(xc, w_in[e0:e1], offs=offs)  # (R, 2h)
-            act, sc = swiglu(hc)  # (R, h) each; sc is None where the C kernel recomputes it in backward
+            act, sc = swiglu_forward(hc)  # (R, h) each; sc is None where the C kernel recomputes it in backward
             yc = act @ w_out[e0] if offs is None else F.grouped_mm(act, w_out[e0:e1], offs=offs)  # (R, d)
             scatter_rows(y, tok, yc, None if gates is None else gates[r0:r1], accumulate=not each_token_once)
             saved.append((xc, hc, sc, act, None if gates is None else yc))
@@ -179,27 +180,14 @@ def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bo
         torch.mm(a, b, out=out)
 
 
-def _native(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tensor | None = None):
-    """The C kernels, if they are built and fit: t and the others contiguous CPU float32/float64 of one dtype,
-    index (if given) contiguous int64. Else None, and the caller runs torch ops."""
-    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or not t.is_contiguous():
-        return None
-    for o in others:
-        if o is not None and (o.dtype != t.dtype or o.device != t.device or not o.is_contiguous()):
-            return None
-    if index is not None and (index.dtype != torch.long or not index.is_contiguous()):
-        return None
-    return kernels()
-
-
 def gather_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """src[index] (n, d): one memcpy per row in C (native/rows.c), else index_select."""
-    lib = _native(src, index=index)
+    lib = native.for_tensors(src, index=index)
     if lib is None:
         return src.index_select(0, index)
     out = torch.empty(index.shape[0], src.shape[1], dtype=src.dtype)
-    kernel = lib.moe_gather_rows_f32 if src.dtype == torch.float32 else lib.moe_gather_rows_f64
-    kernel(src.data_ptr(), index.data_ptr(), index.shape[0], src.shape[1], out.data_ptr())
+    native.function(lib, "gather_rows", src.dtype)(
+        src.data_ptr(), index.data_ptr(), index.shape[0], src.shape[1], out.data_ptr())
     return out
 
 
@@ -207,21 +195,21 @@ def scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, sca
                  accumulate: bool) -> None:
     """out[index[i]] += scale[i] * rows[i] (or = with accumulate False: index hits each row once); scale None
     means 1. In C where built (native/rows.c), else mul + index_add_ / index_copy_."""
-    lib = _native(rows, scale, out, index=index)
+    lib = native.for_tensors(rows, scale, out, index=index)
     if lib is None:
         rows = rows if scale is None else rows * scale[:, None]
         (out.index_add_ if accumulate else out.index_copy_)(0, index, rows)
         return
-    kernel = lib.moe_scatter_rows_f32 if rows.dtype == torch.float32 else lib.moe_scatter_rows_f64
-    kernel(rows.data_ptr(), None if scale is None else scale.data_ptr(), index.data_ptr(), rows.shape[0],
-           rows.shape[1], int(accumulate), out.data_ptr())
+    native.function(lib, "scatter_rows", rows.dtype)(
+        rows.data_ptr(), native.ptr(scale), index.data_ptr(), rows.shape[0], rows.shape[1], int(accumulate),
+        out.data_ptr())
 
 
 def gather_rows_grad(dy: torch.Tensor, index: torch.Tensor, rows: torch.Tensor | None, scale: torch.Tensor | None,
                      d_scale: torch.Tensor | None) -> torch.Tensor:
     """scale[:, None] * dy[index] (n, d), and d_scale[i] = <dy[index[i]], rows[i]> written in place when given:
     the backward of scatter_rows."""
-    lib = _native(dy, rows if d_scale is not None else None, scale, d_scale, index=index)
+    lib = native.for_tensors(dy, rows if d_scale is not None else None, scale, d_scale, index=index)
     if lib is None:
         out = dy.index_select(0, index)
         if d_scale is not None:
@@ -230,40 +218,10 @@ def gather_rows_grad(dy: torch.Tensor, index: torch.Tensor, rows: torch.Tensor |
             out.mul_(scale[:, None])
         return out
     out = torch.empty(index.shape[0], dy.shape[1], dtype=dy.dtype)
-    kernel = lib.moe_gather_rows_grad_f32 if dy.dtype == torch.float32 else lib.moe_gather_rows_grad_f64
-    kernel(dy.data_ptr(), index.data_ptr(), index.shape[0], dy.shape[1],
-           None if d_scale is None else rows.data_ptr(), None if scale is None else scale.data_ptr(),
-           out.data_ptr(), None if d_scale is None else d_scale.data_ptr())
+    native.function(lib, "gather_rows_grad", dy.dtype)(
+        dy.data_ptr(), index.data_ptr(), index.shape[0], dy.shape[1], None if d_scale is None else rows.data_ptr(),
+        native.ptr(scale), out.data_ptr(), native.ptr(d_scale))
     return out
-
-
-def swiglu(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(silu(gate) * up, silu(gate)) for h = [gate | up] (R, 2h); silu(gate) is None from the C kernel, whose
-    backward recomputes it (native/swiglu.c: one pass over memory instead of two ops' three)."""
-    half = h.shape[1] // 2
-    lib = _native(h)
-    if lib is None:
-        silu_gate = F.silu(h[:, :half])  # kept: cheaper than recomputing it in backward
-        return silu_gate * h[:, half:], silu_gate
-    act = torch.empty(h.shape[0], half, dtype=h.dtype)
-    kernel = lib.moe_swiglu_forward_f32 if h.dtype == torch.float32 else lib.moe_swiglu_forward_f64
-    kernel(h.data_ptr(), h.shape[0], half, act.data_ptr())
-    return act, None
-
-
-def swiglu_backward(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor | None) -> torch.Tensor:
-    """d loss / d [gate | up] (R, 2h) from d loss / d (silu(gate) * up) (R, h), written into one buffer."""
-    half = h.shape[1] // 2
-    dh = torch.empty_like(h)
-    if silu_gate is None:  # swiglu() ran the C kernel
-        lib = _native(h)
-        da = da.to(h.dtype).contiguous()
-        kernel = lib.moe_swiglu_backward_f32 if h.dtype == torch.float32 else lib.moe_swiglu_backward_f64
-        kernel(da.data_ptr(), h.data_ptr(), h.shape[0], half, dh.data_ptr())
-        return dh
-    torch.mul(da, silu_gate, out=dh[:, half:])
-    torch.ops.aten.silu_backward.grad_input(da * h[:, half:], h[:, :half], grad_input=dh[:, :half])
-    return dh
 
 
 def dispatch_experts_combine(

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moe_core import native
+
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
@@ -71,26 +73,48 @@ class SwiGLUExperts(nn.Module):
         )
 
 
+def swiglu_forward(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(silu(gate) * up, silu(gate)) for h = [gate | up] (..., 2h). On a CPU with the C kernels built
+    (native/swiglu.c: one pass over memory instead of silu + mul) silu(gate) is None: the C backward recomputes
+    the sigmoid, one exp per element being cheaper than another pass. Else it is kept for the backward."""
+    half = h.shape[-1] // 2
+    lib = native.for_tensors(h)
+    if lib is None:
+        silu_gate = F.silu(h[..., :half])
+        return silu_gate * h[..., half:], silu_gate
+    act = h.new_empty(*h.shape[:-1], half)
+    native.function(lib, "swiglu_forward", h.dtype)(h.data_ptr(), h.numel() // (2 * half), half, act.data_ptr())
+    return act, None
+
+
+def swiglu_backward(da: torch.Tensor, h: torch.Tensor, silu_gate: torch.Tensor | None) -> torch.Tensor:
+    """d loss / d [gate | up] (..., 2h) from d loss / d (silu(gate) * up), both halves written into one buffer
+    (autograd's chunk would concatenate them: a full extra pass over (N, 2h)). silu_gate: swiglu_forward's."""
+    half = h.shape[-1] // 2
+    dh = torch.empty_like(h)
+    if silu_gate is None:  # swiglu_forward ran the C kernel
+        da = da.to(h.dtype).contiguous()
+        native.function(native.kernels(), "swiglu_backward", h.dtype)(
+            da.data_ptr(), h.data_ptr(), h.numel() // (2 * half), half, dh.data_ptr())
+        return dh
+    torch.mul(da, silu_gate, out=dh[..., half:])  # d/d up
+    torch.ops.aten.silu_backward.grad_input(da * h[..., half:], h[..., :half], grad_input=dh[..., :half])  # d/d gate
+    return dh
+
+
 class _SwiGLUActivation(torch.autograd.Function):
-    """silu(gate) * up on h = [gate | up] (last dim). The backward writes both halves of dh into one buffer:
-    autograd's chunk would concatenate them, a full extra pass over (N, 2h) per layer."""
+    """silu(gate) * up on h = [gate | up] (last dim), through swiglu_forward / swiglu_backward."""
 
     @staticmethod
     def forward(ctx, h: torch.Tensor) -> torch.Tensor:
-        gate, up = h.chunk(2, dim=-1)
-        silu_gate = F.silu(gate)
+        act, silu_gate = swiglu_forward(h)
         ctx.save_for_backward(h, silu_gate)
-        return silu_gate * up
+        return act
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         h, silu_gate = ctx.saved_tensors
-        gate, up = h.chunk(2, dim=-1)
-        half = h.shape[-1] // 2
-        dh = torch.empty_like(h)
-        torch.mul(grad, silu_gate, out=dh[..., half:])  # d/d up
-        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=dh[..., :half])  # d/d gate
-        return dh
+        return swiglu_backward(grad, h, silu_gate)
 
 
 def swiglu(h: torch.Tensor) -> torch.Tensor:

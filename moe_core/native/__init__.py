@@ -27,6 +27,8 @@ import threading
 from functools import cache
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -132,3 +134,26 @@ def _kernels() -> ctypes.CDLL | None:
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 log.warning("could not build the C kernels in %s (%s); using torch ops", folder, err)
     return None
+
+
+def for_tensors(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tensor | None = None):
+    """The kernels, if they are built and fit these tensors: t and the others contiguous CPU float32/float64
+    of one dtype, index (if given) contiguous int64. Else None, and the caller runs torch ops."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or not t.is_contiguous():
+        return None
+    for o in others:
+        if o is not None and (o.dtype != t.dtype or o.device != t.device or not o.is_contiguous()):
+            return None
+    if index is not None and (index.dtype != torch.long or not index.is_contiguous()):
+        return None
+    return kernels()
+
+
+def function(lib: ctypes.CDLL, name: str, dtype: torch.dtype):
+    """The float32 or float64 version of kernel `name` (moe_<name>_f32 / _f64)."""
+    return getattr(lib, f"moe_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+
+
+def ptr(t: torch.Tensor | None) -> int | None:
+    """A tensor's address for a kernel argument; None (NULL) for an absent optional one."""
+    return None if t is None else t.data_ptr()

@@ -8,7 +8,7 @@ the (token, slot) pairs by expert that capacity.assign_slots would do next), as 
 
 Used by the softmax_topk and switch routers when `fused_available(logits, k)`; otherwise they run the torch ops.
 Both paths are checked against the per-token reference (tests/moe_core/test_layer_vs_reference.py) and
-against each other, values and gradients (tests/moe_core/test_fused_router.py).
+against each other, values and gradients (tests/moe_core/test_native.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from moe_core.native import kernels
+from moe_core import native
 
 MAX_FUSED_K = 8  # the C top-k is k passes over E: fine for the k people use, not for k = E = 256
 
@@ -43,7 +43,7 @@ def fused_available(logits: torch.Tensor, k: int) -> bool:
         and logits.dim() == 2
         and logits.shape[0] > 0
         and k <= MAX_FUSED_K
-        and kernels() is not None
+        and native.kernels() is not None
     )
 
 
@@ -52,14 +52,9 @@ def fused_softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_grad: bo
     return FusedRoute(*_SoftmaxTopK.apply(logits, k, normalize, z_grad))
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 class _SoftmaxTopK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, k: int, normalize: bool, z_grad: bool):
-        lib = kernels()
         logits = logits.contiguous()
         T, E = logits.shape
         f = torch.empty  # every output is written whole by the kernel
@@ -68,8 +63,7 @@ class _SoftmaxTopK(torch.autograd.Function):
         pair_order, token_order, sorted_experts = (f(T * k, dtype=torch.long) for _ in range(3))
         gates_sorted = f(T * k, dtype=logits.dtype)
         load_balance, z = f((), dtype=logits.dtype), f((), dtype=logits.dtype)
-        kernel = lib.moe_route_forward_f32 if logits.dtype == torch.float32 else lib.moe_route_forward_f64
-        status = kernel(
+        status = native.function(native.kernels(), "route_forward", logits.dtype)(
             logits.data_ptr(), T, E, k, int(normalize), probs.data_ptr(), lse.data_ptr(), gates.data_ptr(),
             index.data_ptr(), counts.data_ptr(), pair_order.data_ptr(), token_order.data_ptr(),
             sorted_experts.data_ptr(), gates_sorted.data_ptr(), load_balance.data_ptr(), z.data_ptr(),
@@ -87,16 +81,14 @@ class _SoftmaxTopK(torch.autograd.Function):
     def backward(ctx, d_gates, d_load_balance, d_z, _probs, _index, _counts, _po, _to, _se, d_gates_sorted):
         probs, lse, gates, index, counts, pair_order = ctx.saved_tensors
         T, E = probs.shape
-        lib = kernels()
         d_logits = torch.empty_like(probs)
         if d_gates is not None:
             d_gates = d_gates.to(probs.dtype).contiguous()
         if d_gates_sorted is not None:
             d_gates_sorted = d_gates_sorted.to(probs.dtype).contiguous()
-        kernel = lib.moe_route_backward_f32 if probs.dtype == torch.float32 else lib.moe_route_backward_f64
-        status = kernel(
+        status = native.function(native.kernels(), "route_backward", probs.dtype)(
             probs.data_ptr(), lse.data_ptr(), gates.data_ptr(), index.data_ptr(), counts.data_ptr(),
-            _ptr(d_gates), _ptr(d_gates_sorted), pair_order.data_ptr(), T, E, ctx.k, int(ctx.normalize),
+            native.ptr(d_gates), native.ptr(d_gates_sorted), pair_order.data_ptr(), T, E, ctx.k, int(ctx.normalize),
             0.0 if d_load_balance is None else float(d_load_balance),
             0.0 if d_z is None else float(d_z), d_logits.data_ptr(),
         )
