@@ -46,6 +46,7 @@ class SlotAssignment:
     token_order: torch.Tensor  # (N_kept,) long: token of each kept pair (= kept_pairs mod T)
     pair_order: torch.Tensor  # (T*K,) every pair id grouped by expert, by priority within an expert
     sorted_experts: torch.Tensor  # (T*K,) the expert of each pair in pair_order (E for unselected)
+    kept_gates: torch.Tensor | None = None  # (N_kept,) the gate of each kept pair, when the sort came with them
 
     @property
     def slot_order(self) -> torch.Tensor:
@@ -71,23 +72,23 @@ def assign_slots(
     selected: torch.Tensor | None = None,  # (T, K) bool; None = every slot is a real choice
     priority: torch.Tensor | None = None,  # (T, K) float: higher keeps first; None = position order
     counts: torch.Tensor | None = None,  # (E,) bincount of expert_index, if the caller has it already
-    presorted: tuple[torch.Tensor, ...] | None = None,  # (pair_order, token_order, sorted_experts) of the
-    # stable sort below, if the router's C kernel did it already (dropless token choice only)
+    presorted: tuple[torch.Tensor, ...] | None = None,  # (pair_order, token_order, sorted_experts, gates) of
+    # the stable sort below, if the router's C kernel did it already (used for dropless token choice only)
 ) -> SlotAssignment:
     """Vectorized capacity assignment: one stable sort of the T*K pairs by expert, no loop over tokens."""
     T, K = expert_index.shape
     device = expert_index.device
     if selected is None and priority is None and capacity is None:  # dropless token choice: the fast path
         if presorted is not None:
-            pair_order, token_order, sorted_experts = presorted
+            pair_order, token_order, sorted_experts, kept_gates = presorted
         else:
             sorted_experts, pair_order = torch.sort(expert_index.t().reshape(-1), stable=True)  # slot-major
-            token_order = pair_order % T if K > 1 else pair_order
+            token_order, kept_gates = (pair_order % T if K > 1 else pair_order), None
         tokens = counts if counts is not None else torch.bincount(expert_index.reshape(-1), minlength=n_experts)
         return SlotAssignment(
             kept=torch.ones(T, K, dtype=torch.bool, device=device), tokens_per_expert=tokens,
             kept_per_expert=tokens, kept_pairs=pair_order, token_order=token_order,
-            pair_order=pair_order, sorted_experts=sorted_experts,
+            pair_order=pair_order, sorted_experts=sorted_experts, kept_gates=kept_gates,
         )
     experts_flat = expert_index.t().reshape(-1)  # (K*T,) slot-major: all 1st choices, then all 2nd ...
     if selected is not None:  # unselected pairs go to a virtual expert E, sorted last and never counted

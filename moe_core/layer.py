@@ -94,12 +94,12 @@ class MoELayer(nn.Module):
                 capacity, limit = out.capacity, None
             priority = out.priority if cfg.overflow_policy == "probability" else None
             slots = assign_slots(
-                out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts, out.sorted_pairs
+                out.expert_index, cfg.n_experts, limit, out.selected, priority, out.counts, out.presorted
             )
             if out.unit_gates:  # gates of exactly 1 need no multiply (and send back no gradient: d(p/p)/dp = 0)
                 w = None
-            elif out.sorted_pairs is not None and slots.kept_pairs is out.sorted_pairs[0]:  # the router's sort
-                w = out.sorted_gates.to(x.dtype)  # (N,)
+            elif slots.kept_gates is not None:  # the router's sort came with the gates in its order
+                w = slots.kept_gates.to(x.dtype)  # (N,)
             else:
                 w = out.gates.t().reshape(-1).index_select(0, slots.kept_pairs).to(x.dtype)  # (N,) kept pairs
             each_token_once = k == 1 and limit is None and out.selected is None  # a permutation of the tokens
@@ -110,8 +110,8 @@ class MoELayer(nn.Module):
             kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
         if self.shared is not None:
             y = y + self.shared(x)
-        if out.selected is None and capacity is None and not isinstance(self.router, SoftRouter):
-            selected, dropped, combine = kept, torch.zeros_like(kept), out.gates.detach()  # nothing can drop
+        if out.selected is None and capacity is None:  # nothing can drop: kept is all True
+            selected, dropped, combine = kept, torch.zeros_like(kept), out.gates.detach()
         else:
             selected = out.selected if out.selected is not None else torch.ones_like(kept)
             dropped, combine = selected & ~kept, (out.gates * kept).detach()

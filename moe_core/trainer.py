@@ -263,10 +263,10 @@ class Trainer:
         rec["mse" if self.task == "regression" else "accuracy"] = quality_v
         if infos:
             E = self.n_experts
-            counts = values[6:]  # per layer: E selected, then E kept
-            selected = [counts[2 * E * i : 2 * E * i + E] for i in range(len(infos))]
+            per_layer = [values[i : i + E] for i in range(6, len(values), E)]  # per layer: selected, then kept
+            selected, kept = per_layer[0::2], per_layer[1::2]
             n_selected = sum(map(sum, selected))
-            n_dropped = n_selected - sum(sum(counts[2 * E * i + E : 2 * E * (i + 1)]) for i in range(len(infos)))
+            n_dropped = n_selected - sum(map(sum, kept))
             load = selected[0] if len(infos) == 1 else [sum(c) / len(infos) for c in zip(*selected, strict=True)]
             cv, max_vio, usage = metrics.load_summary(load)
             rows = sum(info.n_tokens for info in infos)

@@ -31,8 +31,8 @@ class RouterOutput:
     capacity: int | None = None  # slots per expert the router fixed itself (expert_choice, soft)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # auxiliary terms (see softmax_with_z)
     counts: torch.Tensor | None = None  # (E,) selected slots per expert, if the router already counted them
-    sorted_pairs: tuple[torch.Tensor, ...] | None = None  # (pair_order, token_order, sorted_experts), if sorted
-    sorted_gates: torch.Tensor | None = None  # (T*K,) gates in pair_order (differentiable), with sorted_pairs
+    presorted: tuple[torch.Tensor, ...] | None = None  # the pairs already sorted by expert, for assign_slots:
+    # (pair_order, token_order, sorted_experts, gates in pair_order (differentiable)); from the C router kernel
     unit_gates: bool = False  # every gate is exactly 1 with no gradient (top-1 renormalized: p / p)
 
 
@@ -121,8 +121,7 @@ class SoftmaxTopK:
     index: torch.Tensor  # (T, k) long
     losses: dict[str, torch.Tensor]  # "load_balance", "z"
     counts: torch.Tensor  # (E,) slots per expert
-    sorted_pairs: tuple[torch.Tensor, ...] | None  # (pair_order, token_order, sorted_experts) from the C kernel
-    sorted_gates: torch.Tensor | None  # (T*k,) the gates in pair_order (differentiable), from the C kernel
+    presorted: tuple[torch.Tensor, ...] | None  # see RouterOutput.presorted; None from the torch ops
 
 
 def softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_coef: float) -> SoftmaxTopK:
@@ -130,11 +129,11 @@ def softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_coef: float) -
     if fused_available(logits, k):
         r = fused_softmax_topk(logits, k, normalize, z_grad=z_coef > 0)
         return SoftmaxTopK(r.probs, r.gates, r.index, {"load_balance": r.load_balance, "z": r.z}, r.counts,
-                           (r.pair_order, r.token_order, r.sorted_experts), r.gates_sorted)
+                           (r.pair_order, r.token_order, r.sorted_experts, r.gates_sorted))
     probs, z = softmax_with_z(logits, z_coef)  # (T, E)
     gates, index = topk_gates(probs, k, normalize)  # (T, k) each
     losses, counts = balance_losses(z, probs, index, logits.shape[1])
-    return SoftmaxTopK(probs, gates, index, losses, counts, None, None)
+    return SoftmaxTopK(probs, gates, index, losses, counts, None)
 
 
 def balance_losses(

@@ -26,7 +26,6 @@ class SoftmaxTopKRouter(Router):
             priority=torch.gather(r.probs, 1, r.index).detach() if by_prob else None,
             losses=r.losses,
             counts=r.counts,
-            sorted_pairs=r.sorted_pairs,
-            sorted_gates=r.sorted_gates,
+            presorted=r.presorted,
             unit_gates=cfg.top_k == 1 and cfg.normalize_topk,
         )

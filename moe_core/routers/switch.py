@@ -24,6 +24,5 @@ class SwitchRouter(Router):
             priority=r.gates.detach(),
             losses=r.losses,
             counts=r.counts,
-            sorted_pairs=r.sorted_pairs,
-            sorted_gates=r.sorted_gates,
+            presorted=r.presorted,
         )
