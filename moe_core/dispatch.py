@@ -40,6 +40,8 @@ CHUNK_ROWS = 1024  # rows per chunk on a CPU: h (1024, 2*128) float32 is 1 MB, h
 UNCHUNKED_ROWS = 4096  # up to this many rows in all, one chunk: each extra chunk costs ~0.2 ms of Python and
 # ~25 more small ops, and in benchmarks/README.md splitting 4096 rows never paid for that; 8192 rows did
 CHUNK_ROWS_CUDA = 1 << 62  # i.e. no chunking on a GPU
+EXPERT_WEIGHTS_LIMIT = 1 << 18  # d * 2h up to which a CPU runs the experts in C (native/experts.c): a 1 MB float32
+# W_in[e] and the blocks stay in L2; beyond it MKL's blocked sgemm (the torch path) is the faster matmul
 
 _HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
@@ -224,6 +226,57 @@ def gather_rows_grad(dy: torch.Tensor, index: torch.Tensor, rows: torch.Tensor |
     return out
 
 
+class NativeExperts(torch.autograd.Function):
+    """DispatchExpertsCombine's computation as one C call each way (native/experts.c): the matmuls too."""
+
+    @staticmethod
+    def forward(ctx, x, gates, w_in, w_out, token_order, counts, each_token_once, lib):
+        T, d = x.shape
+        E, h, N = w_in.shape[0], w_in.shape[2] // 2, token_order.shape[0]
+        need_x, need_g, need_win, need_wout = ctx.needs_input_grad[:4]
+        keep = need_x or need_g or need_win or need_wout
+        xs, hs, acts = (x.new_empty(N, d), x.new_empty(N, 2 * h), x.new_empty(N, h)) if keep else (None,) * 3
+        ys = x.new_empty(N, d) if need_g else None  # un-gated outputs: d gate = <dy, output>
+        y = x.new_empty(T, d)
+        status = native.function(lib, "experts_forward", x.dtype)(
+            x.data_ptr(), T, d, h, E, counts.data_ptr(), token_order.data_ptr(), native.ptr(gates), w_in.data_ptr(),
+            w_out.data_ptr(), int(not each_token_once), y.data_ptr(), native.ptr(xs), native.ptr(hs),
+            native.ptr(acts), native.ptr(ys))
+        if status != 0:
+            raise MemoryError("the C expert kernel could not allocate its work space")
+        ctx.save_for_backward(gates, w_in, w_out, token_order, counts)
+        ctx.kept, ctx.T, ctx.each_token_once, ctx.lib = (xs, hs, acts, ys), T, each_token_once, lib
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        gates, w_in, w_out, token_order, counts = ctx.saved_tensors
+        xs, hs, acts, ys = ctx.kept
+        need_x, need_g = ctx.needs_input_grad[:2]
+        dy = dy.contiguous()
+        E, d, h = w_in.shape[0], w_in.shape[1], w_in.shape[2] // 2
+        dx = dy.new_empty(ctx.T, d) if need_x else None
+        d_gates = dy.new_empty(token_order.shape[0]) if need_g else None
+        dw_in, dw_out = torch.empty_like(w_in), torch.empty_like(w_out)
+        status = native.function(ctx.lib, "experts_backward", dy.dtype)(
+            dy.data_ptr(), ctx.T, d, h, E, counts.data_ptr(), token_order.data_ptr(), native.ptr(gates),
+            w_in.data_ptr(), w_out.data_ptr(), int(not ctx.each_token_once), xs.data_ptr(), hs.data_ptr(),
+            acts.data_ptr(), native.ptr(ys), native.ptr(dx), native.ptr(d_gates), dw_in.data_ptr(), dw_out.data_ptr())
+        if status != 0:
+            raise MemoryError("the C expert kernel could not allocate its work space")
+        return dx, d_gates, dw_in, dw_out, None, None, None, None
+
+
+def _native_experts(x, gates, w_in, w_out, token_order, counts):
+    """The C kernels if they fit these tensors (contiguous CPU float32/64, int64 indices) and the expert size."""
+    if w_in.shape[1] * w_in.shape[2] > EXPERT_WEIGHTS_LIMIT or counts.dtype != torch.long:
+        return None
+    if x.dim() != 2 or not counts.is_contiguous() or counts.device.type != "cpu":
+        return None
+    return native.for_tensors(x, gates, w_in, w_out, index=token_order)
+
+
 def dispatch_experts_combine(
     x, gates, w_in, w_out, token_order, counts: torch.Tensor, each_token_once: bool = False
 ) -> torch.Tensor:
@@ -232,6 +285,9 @@ def dispatch_experts_combine(
     gates None means every gate is exactly 1 (top-1 renormalized): no multiply, and no gradient to send back
     (it would be 0). each_token_once: token_order is a permutation of the T tokens (top-1, nothing dropped).
     """
+    lib = _native_experts(x, gates, w_in, w_out, token_order, counts)
+    if lib is not None:
+        return NativeExperts.apply(x, gates, w_in, w_out, token_order, counts, each_token_once, lib)
     if x.device.type == "cuda" or token_order.shape[0] <= UNCHUNKED_ROWS:
         max_rows = CHUNK_ROWS_CUDA
     else:

@@ -22,7 +22,9 @@ from moe_core.capacity import assign_slots, expert_capacity
 from moe_core.config import MoEConfig
 from moe_core.dispatch import dispatch_experts_combine
 from moe_core.experts import SwiGLU, SwiGLUExperts
+from moe_core.fused_layer import FusedMoE, fused_layer_kernels
 from moe_core.routers import SigmoidBiasRouter, SoftRouter, build_router
+from moe_core.routers.base import Router
 
 # config fields that can change between steps without rebuilding the layer
 LIVE_FIELDS = frozenset(
@@ -46,6 +48,8 @@ class RoutingInfo:
     capacity: int | None  # C, or None when nothing limits an expert
     losses: dict[str, torch.Tensor]  # differentiable: "load_balance", "z", "importance", "load"
     aux_loss: torch.Tensor  # differentiable: the weighted sum the trainer adds to the task loss
+    router_entropy_sum: torch.Tensor | None = None  # () sum over tokens of the entropy of router_probs, when the
+    # layer computed it on the way (the fused C layer); else None and whoever needs it computes it
 
     @property
     def n_tokens(self) -> int:
@@ -75,9 +79,18 @@ class MoELayer(nn.Module):
     def forward(
         self, x: torch.Tensor, token_ids: torch.Tensor | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, RoutingInfo]:
-        cfg = self.config
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (T, d)
+        fused = self._forward_fused(x, noise)  # the whole layer in one C call, where it applies
+        y, info = fused if fused is not None else self._forward_modules(x, token_ids, noise)
+        if self.shared is not None:
+            y = y + self.shared(x)
+        return y.to(x.dtype).reshape(shape), info
+
+    def _forward_modules(self, x: torch.Tensor, token_ids: torch.Tensor | None, noise: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, RoutingInfo]:
+        """Router module -> capacity.assign_slots -> dispatch: every router, device and dtype."""
+        cfg = self.config
         T = x.shape[0]
         if isinstance(self.router, SoftRouter):
             y, out = self.router.mix(x, self.experts, noise)  # (T, d)
@@ -108,8 +121,6 @@ class MoELayer(nn.Module):
                 each_token_once,
             )  # (T, d)
             kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
-        if self.shared is not None:
-            y = y + self.shared(x)
         if out.selected is None and capacity is None:  # nothing can drop: kept is all True
             selected, dropped, combine = kept, torch.zeros_like(kept), out.gates.detach()
         else:
@@ -128,7 +139,34 @@ class MoELayer(nn.Module):
             losses=out.losses,
             aux_loss=self.weighted_aux_loss(out.losses, x),
         )
-        return y.to(x.dtype).reshape(shape), info
+        return y, info
+
+    def _forward_fused(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, RoutingInfo] | None:
+        """softmax_topk and switch with position priority (or no capacity), on a CPU with the C kernels built:
+        moe_core/fused_layer.py. None where it does not apply."""
+        cfg = self.config
+        form = self.router.softmax_topk_form() if isinstance(self.router, Router) else None
+        if form is None or (cfg.capacity_factor is not None and cfg.overflow_policy != "position"):
+            return None
+        k, normalize = form
+        xr = self.router.jittered(x, noise)  # (T, d): x itself unless router jitter is on in training
+        w_router, w_in, w_out = self.router.weight, self.experts.w_in, self.experts.w_out
+        lib = fused_layer_kernels(x, xr, w_router, w_in, w_out, k)
+        if lib is None:
+            return None
+        T = x.shape[0]
+        capacity = expert_capacity(T, cfg.n_experts, k, cfg.capacity_factor)
+        (y, load_balance, z, aux, logits, probs, index, combine, dropped, counts, kept_counts,
+         entropy_sum) = FusedMoE.apply(
+            x, xr, w_router, w_in, w_out, k, normalize, capacity, k == 1 and normalize, cfg.aux_loss_coef,
+            cfg.z_loss_coef, cfg.z_loss_coef > 0, lib)
+        info = RoutingInfo(
+            expert_index=index, combine_weights=combine, router_probs=probs, router_logits=logits,
+            dropped=dropped, selected=torch.ones_like(dropped), tokens_per_expert=counts,
+            kept_per_expert=kept_counts, capacity=capacity, losses={"load_balance": load_balance, "z": z},
+            aux_loss=aux, router_entropy_sum=entropy_sum,
+        )
+        return y, info
 
     def weighted_aux_loss(self, losses: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """aux_loss_coef * (load_balance, or importance + load for noisy_topk) + z_loss_coef * z."""

@@ -32,10 +32,12 @@ import torch
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "route.c", HERE / "swiglu.c", HERE / "rows.c"]
-HEADERS = [HERE / "vector_math.h"]
+SOURCES = [HERE / "route.c", HERE / "swiglu.c", HERE / "rows.c", HERE / "experts.c",
+           HERE / "layer.c"]
+HEADERS = [HERE / "vector_math.h", HERE / "kernels.h"]
 # each source file reports its version: bump it with a signature change
-ABI_VERSIONS = {"moe_route_abi_version": 2, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1}
+ABI_VERSIONS = {"moe_route_abi_version": 2, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1,
+                "moe_experts_abi_version": 1, "moe_layer_abi_version": 1}
 CFLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
 COMPILE_TIMEOUT_S = 120
 _BUILD_LOCK = threading.Lock()  # a class's first steps start together: one compile, the others wait and load it
@@ -111,7 +113,28 @@ def _load(path: Path) -> ctypes.CDLL:
         getattr(lib, f"moe_scatter_rows_{suffix}").argtypes = [p, p, p, i64, i64, c_int, p]
         # dy, idx, n, d, rows, scale, out, d_scale
         getattr(lib, f"moe_gather_rows_grad_{suffix}").argtypes = [p, p, i64, i64, p, p, p, p]
-        for name in ("swiglu_forward", "swiglu_backward", "gather_rows", "scatter_rows", "gather_rows_grad"):
+        # M, N, K, a, a_row, a_col, b, ldb, c, ldc, accumulate
+        getattr(lib, f"moe_gemm_{suffix}").argtypes = [i64, i64, i64, p, i64, i64, p, i64, p, i64, c_int]
+        experts_fwd = getattr(lib, f"moe_experts_forward_{suffix}")
+        # x, T, d, h, E, counts, token_order, gates, w_in, w_out, accumulate, y, xs, hs, acts, ys
+        experts_fwd.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, c_int, p, p, p, p, p]
+        experts_fwd.restype = c_int
+        experts_bwd = getattr(lib, f"moe_experts_backward_{suffix}")
+        # dy, T, d, h, E, counts, token_order, gates, w_in, w_out, accumulate, xs, hs, acts, ys, dx, d_gates,
+        # dw_in, dw_out
+        experts_bwd.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, c_int, p, p, p, p, p, p, p, p]
+        experts_bwd.restype = c_int
+        layer_fwd = getattr(lib, f"moe_layer_forward_{suffix}")
+        # x, xr, T, d, h, E, k, normalize, capacity, unit_gates, w_router, w_in, w_out, aux_coef, z_coef, then 21
+        # output arrays (y ... ys)
+        layer_fwd.argtypes = [p, p, i64, i64, i64, i64, i64, c_int, i64, c_int, p, p, p, dbl, dbl] + [p] * 21
+        layer_fwd.restype = c_int
+        layer_bwd = getattr(lib, f"moe_layer_backward_{suffix}")
+        # dy, d_load_balance, d_z, xr, T, d, h, E, k, normalize, capacity, unit_gates, 12 saved arrays (w_router ...
+        # gates_kept), xs, hs, acts, ys, dx, dxr, dw_router, dw_in, dw_out
+        layer_bwd.argtypes = [p, dbl, dbl, p, i64, i64, i64, i64, i64, c_int, i64, c_int] + [p] * 21
+        layer_bwd.restype = c_int
+        for name in ("swiglu_forward", "swiglu_backward", "gather_rows", "scatter_rows", "gather_rows_grad", "gemm"):
             getattr(lib, f"moe_{name}_{suffix}").restype = None
     return lib
 

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "vector_math.h"
 
 int moe_route_abi_version(void) { return 2; }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "vector_math.h"
 
 int moe_rows_abi_version(void) { return 1; }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "vector_math.h"
 
 int moe_swiglu_abi_version(void) { return 1; }

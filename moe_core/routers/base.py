@@ -55,6 +55,11 @@ class Router(nn.Module):
 
     generator: torch.Generator | None = None  # where training noise is drawn from (None: torch's global RNG)
 
+    def softmax_topk_form(self) -> tuple[int, bool] | None:
+        """(k, normalize_topk) when this router decides by softmax(x_r W_r) then top-k, as softmax_topk() does:
+        then moe_core/fused_layer.py can run the whole layer in one C call. None for every other router."""
+        return None
+
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         dtype = router_dtype(x)
         return x.to(dtype) @ self.weight.to(dtype).t()  # (T, E)

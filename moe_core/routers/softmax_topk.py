@@ -13,6 +13,9 @@ from moe_core.routers.base import Router, RouterOutput, softmax_topk
 
 
 class SoftmaxTopKRouter(Router):
+    def softmax_topk_form(self) -> tuple[int, bool]:
+        return self.config.top_k, self.config.normalize_topk
+
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         cfg = self.config
         logits = self.linear(self.jittered(x, noise))  # (T, E)

@@ -13,6 +13,9 @@ from moe_core.routers.base import Router, RouterOutput, softmax_topk
 
 
 class SwitchRouter(Router):
+    def softmax_topk_form(self) -> tuple[int, bool]:
+        return 1, False
+
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         logits = self.linear(self.jittered(x, noise))  # (T, E)
         r = softmax_topk(logits, 1, False, self.config.z_loss_coef)  # gates (T, 1): the top probability

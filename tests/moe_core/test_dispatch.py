@@ -212,3 +212,75 @@ def test_swiglu_activation_matches_autograd(dtype, kernel_path):
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     torch.testing.assert_close(act, ref.detach(), atol=tol, rtol=tol)
     torch.testing.assert_close(swiglu_backward(da, h, silu_gate), ref_h.grad, atol=tol, rtol=tol)
+
+
+# -- dispatch_experts_combine: the whole expert step in C (NativeExperts, native/experts.c) where it fits -------
+
+def _combine(x, gates, w_in, w_out, tok, counts, each_token_once=False):
+    return dispatch.dispatch_experts_combine(x, gates, w_in, w_out, tok, torch.tensor(counts), each_token_once)
+
+
+def test_c_experts_run_where_built_and_not_past_the_size_limit(kernel_path, monkeypatch):
+    x, gates, w_in, w_out, tok, counts = _problem(8, 3, 2, 8, 4, torch.float32)
+    counts_t = torch.tensor(counts)
+    built = kernel_path == "C kernels" and moe_core.native.kernels() is not None
+    assert (dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is not None) == built
+    monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 8 * 8 - 1)  # d * 2h = 64: one over the limit
+    assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None
+    assert dispatch._native_experts(x, gates.to(torch.float64), w_in, w_out, tok, counts_t) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("T", "E", "k", "d", "h", "empty"),
+                         [(19, 6, 2, 8, 4, (0, 3)), (300, 5, 2, 70, 40, ()), (33, 4, 3, 13, 5, (2,)),
+                          (700, 3, 1, 64, 96, ())])
+def test_combine_matches_autograd_ops(dtype, T, E, k, d, h, empty):
+    """Shapes that exercise the C matmul's full 4 x 64 tiles, its ragged row and column edges, expert blocks of
+    more than BLOCK_ROWS rows (700 tokens over 3 experts), the 8 x 8 transposes and their edges, empty experts."""
+    x, gates, w_in, w_out, tok, counts = _problem(T, E, k, d, h, dtype, empty)
+    inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
+    y = _combine(*inputs, tok, counts)
+    y_ref = _slow(*ref_inputs, tok, counts)
+    probe = torch.randn_like(y)
+    (y * probe).sum().backward()
+    (y_ref * probe).sum().backward()
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
+    for name, a, b in zip(["x", "gates", "w_in", "w_out"], inputs, ref_inputs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+@pytest.mark.parametrize("each_token_once", [False, True])
+def test_combine_top1_unit_gates_and_gradcheck(each_token_once):
+    x, _, w_in, w_out, tok, counts = _problem(11, 4, 1, 5, 3, torch.float64, empty=(2,), seed=2)
+    inputs = [t.requires_grad_() for t in (x, w_in, w_out)]
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: _combine(a, None, b, c, tok, counts, each_token_once), inputs)
+    x, gates, w_in, w_out, tok, counts = _problem(9, 4, 2, 3, 2, torch.float64, empty=(1,), seed=3)
+    inputs = [t.requires_grad_() for t in (x, gates, w_in, w_out)]
+    assert torch.autograd.gradcheck(lambda *a: _combine(*a, tok, counts), inputs)
+
+
+def test_combine_without_gradients_and_with_only_some():
+    """No gradient wanted (no_grad, as in the views): the same values, nothing kept for a backward; and only the
+    weights' gradients asked for."""
+    x, gates, w_in, w_out, tok, counts = _problem(40, 4, 2, 8, 8, torch.float32)
+    with torch.no_grad():
+        y0 = _combine(x, gates, w_in, w_out, tok, counts)
+    torch.testing.assert_close(y0, _slow(x, gates, w_in, w_out, tok, counts), atol=1e-5, rtol=1e-5)
+    w = w_out.clone().requires_grad_()
+    _combine(x, gates, w_in, w, tok, counts).sum().backward()  # an expanded (stride 0) incoming gradient
+    ref = w_out.clone().requires_grad_()
+    _slow(x, gates, w_in, ref, tok, counts).sum().backward()
+    torch.testing.assert_close(w.grad, ref.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_combine_with_no_rows():
+    x = torch.randn(5, 8)
+    w_in = torch.randn(3, 8, 8, requires_grad=True)
+    w_out = torch.randn(3, 4, 8, requires_grad=True)
+    y = _combine(x, torch.zeros(0), w_in, w_out, torch.zeros(0, dtype=torch.long), [0, 0, 0])
+    assert torch.equal(y, torch.zeros_like(x))
+    y.sum().backward()
+    assert torch.equal(w_in.grad, torch.zeros_like(w_in)) and torch.equal(w_out.grad, torch.zeros_like(w_out))

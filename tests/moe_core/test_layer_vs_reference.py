@@ -2,7 +2,7 @@
 
 Every router, with and without capacity limits, both overflow policies, with shared experts, in float64
 (exact comparisons) and float32 (the grouped-matmul path), with the training noise drawn once and handed
-to both implementations; each case twice, with the C kernels (moe_core/native) and with torch ops only.
+to both implementations; each case on the three paths of the kernel_path fixture.
 """
 
 from __future__ import annotations
@@ -10,17 +10,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer
+from moe_core import MoEConfig, MoELayer, dispatch
 from moe_core.reference import naive_moe
 
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, params=["C kernels", "torch ops"])
+@pytest.fixture(autouse=True, params=["C kernels", "C kernels, torch matmuls", "torch ops"])
 def kernel_path(request, monkeypatch):
-    """Run every comparison on both paths; MOE_PLAYGROUND_NATIVE=0 turns the C kernels off."""
+    """Run every comparison on the three paths: the C kernels where they apply (the whole layer in one call for
+    softmax_topk and switch, fused_layer.py; the experts in C for the others, dispatch.NativeExperts); the C
+    router, activation and row moves around torch's matmuls (what runs when the experts are too big for the C
+    matmul, EXPERT_WEIGHTS_LIMIT); torch ops only (MOE_PLAYGROUND_NATIVE=0)."""
     if request.param == "torch ops":
         monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
+    if request.param == "C kernels, torch matmuls":
+        monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 0)
     return request.param
 
 

@@ -14,6 +14,10 @@ from moe_core import MoEConfig, MoELayer
 from moe_core.routers.base import balance_losses, softmax_with_z, topk_gates
 from moe_core.routers.fused import MAX_FUSED_K, fused_available, fused_softmax_topk
 
+NEEDS_COMPILER = pytest.mark.skipif(
+    native._compiler() is None,
+    reason="needs a C compiler (cc, gcc or clang on the PATH, or CC); CI installs gcc and requires it")
+
 
 def test_the_kernels_are_built_where_a_compiler_is():
     """CI has gcc: there the C path must really run (the tests of both paths would otherwise test one twice)."""
@@ -129,8 +133,7 @@ def test_same_result_on_both_paths(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(native._compiler() is None,
-                    reason="needs a C compiler (cc, gcc or clang on the PATH, or CC); CI installs gcc and requires it")
+@NEEDS_COMPILER
 def test_build_is_cached_atomic_and_reports_a_broken_compiler(tmp_path):
     compiler = native._compiler()
     path = native.build(compiler, tmp_path)
@@ -170,8 +173,7 @@ def test_strided_inputs_take_a_safe_path():
     assert y_view.is_contiguous()
 
 
-@pytest.mark.skipif(native._compiler() is None,
-                    reason="needs a C compiler (cc, gcc or clang on the PATH, or CC); CI installs gcc and requires it")
+@NEEDS_COMPILER
 def test_sessions_starting_together_compile_once(tmp_path, monkeypatch):
     """A class pressing Play at once on a fresh server: every thread gets a working library, one file is built."""
     import threading
@@ -189,3 +191,28 @@ def test_sessions_starting_together_compile_once(tmp_path, monkeypatch):
         assert len(list(tmp_path.iterdir())) == 1  # one library, no temporary files left
     finally:
         native._kernels.cache_clear()
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("M", "N", "K"),
+                         [(64, 128, 64), (67, 64, 70), (3, 5, 1), (1, 200, 9), (130, 33, 256), (8, 8, 0)])
+@pytest.mark.parametrize("transposed_a", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_gemm_matches_torch_mm(dtype, M, N, K, transposed_a, accumulate):
+    """native/experts.c's matmul: C (+)= A @ B with A read through strides (A^T for the weight gradients), over
+    full 4-row x 64-column tiles, ragged row and column edges, K = 0, and C with a row stride wider than N."""
+    lib = native._kernels()  # built with a compiler, whatever MOE_PLAYGROUND_NATIVE says
+    g = torch.Generator().manual_seed(M * N + K)
+    a = torch.randn(M, K, generator=g, dtype=dtype)
+    b = torch.randn(K, N, generator=g, dtype=dtype)
+    c = torch.randn(M, N + 3, generator=g, dtype=dtype)  # ldc = N + 3: only the first N columns are C
+    expected = (c[:, :N] if accumulate else 0) + a @ b
+    a_stored = a.t().contiguous() if transposed_a else a  # element (i, k) at i * a_row + k * a_col
+    a_row, a_col = (1, M) if transposed_a else (K, 1)
+    lib_gemm = native.function(lib, "gemm", dtype)
+    before = c[:, N:].clone()
+    lib_gemm(M, N, K, a_stored.data_ptr(), a_row, a_col, b.data_ptr(), N, c.data_ptr(), N + 3, int(accumulate))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(c[:, :N], expected, atol=tol * max(K, 1), rtol=tol)
+    assert torch.equal(c[:, N:], before)  # nothing written past N
