@@ -25,6 +25,10 @@ Saved for backward, per chunk: the gathered rows of x (R, d), the pre-activation
 activation (R, h), silu(gate) (R, h) on the torch path only (the C backward recomputes the sigmoid: one exp per
 element is cheaper than another pass over memory), and the un-gated expert output (R, d) when there is a gate
 gradient to compute. Not twice differentiable.
+
+On a CPU with the C kernels built, dispatch_experts_combine runs NativeExperts instead: the same steps, the
+matmuls included, as one C call each way (native/experts.c), as long as an expert's W_in has at most
+EXPERT_WEIGHTS_LIMIT entries (beyond that MKL's blocked matmul wins and DispatchExpertsCombine runs).
 """
 
 from __future__ import annotations

@@ -7,8 +7,13 @@ so a token whose every slot was dropped leaves the block unchanged (y = 0), as i
 
 Dispatch is vectorized: the kept (token, slot) pairs are sorted by expert once (capacity.assign_slots); then
 one autograd Function (dispatch.py) gathers their rows, runs the SwiGLU experts (the weights of
-experts.SwiGLUExperts), applies the gates and scatters back with index_add, in cache-sized chunks of rows.
-No Python loop over tokens.
+experts.SwiGLUExperts), applies the gates and scatters back with index_add, in cache-sized chunks of rows
+(on a CPU with the C kernels built: one C call each way, native/experts.c). No Python loop over tokens.
+
+That composition of modules (_forward_modules) serves every router, device and dtype. For softmax_topk and
+switch on a CPU with the C kernels built, the same computation runs as one C call each way instead
+(_forward_fused, fused_layer.py): at the Playground's sizes the composition's dispatch overhead was most of a
+training step. tests/moe_core/test_fused_layer.py holds the two to the same values and gradients.
 """
 
 from __future__ import annotations

@@ -107,3 +107,17 @@ def test_every_copy_source_exists_and_is_not_dockerignored(steps):
 def test_runs_as_a_non_root_user(steps):
     users = [a for k, a in steps if k == "USER"]
     assert users and users[-1] not in ("root", "0")
+
+
+def test_the_c_kernels_are_built_into_the_image_as_the_app_user(steps):
+    """Built at image build time (no student waits for the compiler) by the user that runs the app, whose
+    ~/.cache/moe-playground is where moe_core.native looks; the build must fail loudly if they do not build."""
+    words = [w for w, _ in steps]
+    build = [i for i, (w, args) in enumerate(steps) if w == "RUN" and "native.kernels()" in args]
+    assert len(build) == 1, "one RUN step builds the kernels"
+    assert "assert" in steps[build[0]][1]
+    user = max(i for i, w in enumerate(words) if w == "USER")
+    assert steps[user][1] == "app" and user < build[0]
+    gcc = next(i for i, (w, args) in enumerate(steps) if w == "RUN" and " gcc" in args)
+    copy_code = next(i for i, (w, args) in enumerate(steps) if w == "COPY" and args.startswith(". "))
+    assert gcc < copy_code < build[0]
