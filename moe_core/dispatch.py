@@ -278,7 +278,7 @@ def _native_experts(x, gates, w_in, w_out, token_order, counts):
         return None
     if x.dim() != 2 or not counts.is_contiguous() or counts.device.type != "cpu":
         return None
-    return native.for_tensors(x, gates, w_in, w_out, index=token_order)
+    return native.for_tensors(x, gates, w_in, w_out, index=token_order, matmul=True)
 
 
 def dispatch_experts_combine(

@@ -27,12 +27,13 @@ from moe_core.routers.fused import MAX_FUSED_K
 def fused_layer_kernels(x: torch.Tensor, xr: torch.Tensor, w_router: torch.Tensor, w_in: torch.Tensor,
                         w_out: torch.Tensor, k: int) -> ctypes.CDLL | None:
     """The C kernels if this layer call fits them: 2-D contiguous CPU float32/float64 inputs of one dtype,
-    at least one token, k <= MAX_FUSED_K and experts small enough for the C matmul. Else None."""
+    at least one token, k <= MAX_FUSED_K, experts small enough for the C matmul and the matmul built for this
+    CPU's vector units. Else None."""
     if k > MAX_FUSED_K or x.dim() != 2 or x.shape[0] == 0:
         return None
     if w_in.shape[1] * w_in.shape[2] > dispatch.EXPERT_WEIGHTS_LIMIT:
         return None
-    return native.for_tensors(x, xr, w_router, w_in, w_out)
+    return native.for_tensors(x, xr, w_router, w_in, w_out, matmul=True)
 
 
 class FusedMoE(torch.autograd.Function):

@@ -185,9 +185,11 @@ def _kernels() -> ctypes.CDLL | None:
     return None
 
 
-def for_tensors(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tensor | None = None):
+def for_tensors(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tensor | None = None,
+                matmul: bool = False):
     """The kernels, if they are built and fit these tensors: t and the others contiguous CPU float32/float64
-    of one dtype, index (if given) contiguous int64. Else None, and the caller runs torch ops."""
+    of one dtype, index (if given) contiguous int64; with matmul, only where the C matmul is built for the
+    CPU's vector units (moe_gemm_vectorized). Else None, and the caller runs torch ops."""
     if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or not t.is_contiguous():
         return None
     for o in others:
@@ -195,7 +197,15 @@ def for_tensors(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tens
             return None
     if index is not None and (index.dtype != torch.long or not index.is_contiguous()):
         return None
-    return kernels()
+    lib = kernels()
+    if matmul and lib is not None and not _gemm_vectorized(lib):
+        return None
+    return lib
+
+
+@cache
+def _gemm_vectorized(lib: ctypes.CDLL) -> bool:
+    return bool(lib.moe_gemm_vectorized())
 
 
 def function(lib: ctypes.CDLL, name: str, dtype: torch.dtype):

@@ -40,6 +40,17 @@
 
 int moe_experts_abi_version(void) { return 1; }
 
+/* 1 where moe_gemm is built for AVX-512 and AVX2 (HOT's clones): only there was it measured as fast as MKL's
+ * sgemm behind torch at the Playground's sizes. A baseline build (SSE2 on x86: no FMA, 4 lanes) is several times
+ * slower, and ARM was not measured: there moe_core keeps torch's matmuls (native.for_tensors(matmul=True)). */
+int moe_gemm_vectorized(void) {
+#ifdef MOE_HOT_CLONES
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #define GEMM_ROWS 4     /* rows of C per register tile */
 #define BLOCK_ROWS 128  /* rows of one expert per block: x, h, activation and output of a block ~ 230 KB */
 

@@ -223,8 +223,12 @@ def _combine(x, gates, w_in, w_out, tok, counts, each_token_once=False):
 def test_c_experts_run_where_built_and_not_past_the_size_limit(kernel_path, monkeypatch):
     x, gates, w_in, w_out, tok, counts = _problem(8, 3, 2, 8, 4, torch.float32)
     counts_t = torch.tensor(counts)
-    built = kernel_path == "C kernels" and moe_core.native.kernels() is not None
+    lib = moe_core.native.kernels()
+    built = kernel_path == "C kernels" and lib is not None and moe_core.native._gemm_vectorized(lib)
     assert (dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is not None) == built
+    monkeypatch.setattr(moe_core.native, "_gemm_vectorized", lambda lib: False)  # e.g. clang < 19, or ARM
+    assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None
+    monkeypatch.undo()
     monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 8 * 8 - 1)  # d * 2h = 64: one over the limit
     assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None
     assert dispatch._native_experts(x, gates.to(torch.float64), w_in, w_out, tok, counts_t) is None

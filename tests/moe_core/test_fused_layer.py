@@ -10,8 +10,10 @@ import torch
 import moe_core.native as native
 from moe_core import MoEConfig, MoELayer, dispatch, metrics
 
-pytestmark = pytest.mark.skipif(native.kernels() is None, reason="the C kernels are not built (no compiler, or "
-                                "MOE_PLAYGROUND_NATIVE=0); CI builds them")
+pytestmark = pytest.mark.skipif(
+    native.for_tensors(torch.zeros(1), matmul=True) is None,
+    reason="the C kernels are not built (no compiler, or MOE_PLAYGROUND_NATIVE=0), or their matmul has no vector "
+           "build for this CPU (moe_gemm_vectorized); CI builds them with gcc on x86-64")
 
 CASES = [
     dict(),
@@ -118,6 +120,9 @@ def test_fused_layer_is_not_used_off_the_cpu_fast_path(monkeypatch):
     assert layer.to(torch.bfloat16)(x.to(torch.bfloat16))[1].router_entropy_sum is None  # bf16: modules
     layer = layer.float()
     monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 8 * 16 - 1)  # experts too big for the C matmul
+    assert layer(x)[1].router_entropy_sum is None
+    monkeypatch.undo()
+    monkeypatch.setattr(native, "_gemm_vectorized", lambda lib: False)  # a baseline build: torch's matmuls
     assert layer(x)[1].router_entropy_sum is None
     monkeypatch.undo()
     monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")

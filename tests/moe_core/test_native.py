@@ -5,6 +5,7 @@ refused and turned off."""
 from __future__ import annotations
 
 import os
+import platform
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ def test_the_kernels_are_built_where_a_compiler_is():
     """CI has gcc: there the C path must really run (the tests of both paths would otherwise test one twice)."""
     if os.environ.get("CI") or native._compiler() is not None:
         assert native.kernels() is not None
+    if os.environ.get("CI") and platform.machine() == "x86_64":  # CI's gcc builds the AVX-512/AVX2 matmul
+        assert native.kernels().moe_gemm_vectorized() == 1
 
 
 def _torch_route(logits, k, normalize):
