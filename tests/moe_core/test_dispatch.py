@@ -29,9 +29,13 @@ def _slow(x, gates, w_in, w_out, token_order, counts):
 
 @pytest.fixture(autouse=True, params=["C kernels", "torch ops"])
 def kernel_path(request, monkeypatch):
-    """Every test on both paths: the C row moves and activation (moe_core/native) and torch ops only."""
+    """Every test on both paths: the C kernels (moe_core/native: the row moves and activation around torch's
+    matmuls in DispatchExpertsCombine, the whole expert step in NativeExperts) and torch ops only. The C matmul
+    is tested whatever compiler built it, also where it has no vector build and the layer would not use it."""
     if request.param == "torch ops":
         monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
+    else:
+        monkeypatch.setattr(moe_core.native, "_gemm_vectorized", lambda lib: True)
     return request.param
 
 
@@ -76,14 +80,19 @@ def test_matches_autograd_ops(dtype, max_rows, empty):
     x, gates, w_in, w_out, tok, counts = _problem(T, E, k, d, h, dtype, empty)
     assert all(counts[e] == 0 for e in empty)
     assert dispatch._grouped_ok(x, w_in) == (dtype == torch.float32)  # packs of experts: grouped_mm vs mm loop
+    _assert_matches_slow(lambda *a: _apply(*a, tok, counts, max_rows), x, gates, w_in, w_out, tok, counts,
+                         1e-12 if dtype == torch.float64 else 1e-5)
+
+
+def _assert_matches_slow(run, x, gates, w_in, w_out, tok, counts, tol):
+    """run(x, gates, w_in, w_out) against _slow: the output and the gradients of <y, probe> for all four inputs."""
     inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
     ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
-    y = _apply(*inputs, tok, counts, max_rows)
+    y = run(*inputs)
     y_ref = _slow(*ref_inputs, tok, counts)
     probe = torch.randn_like(y)
     (y * probe).sum().backward()
     (y_ref * probe).sum().backward()
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
     for name, a, b in zip(["x", "gates", "w_in", "w_out"], inputs, ref_inputs, strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol, msg=lambda m, n=name: f"grad {n}: {m}")
@@ -223,12 +232,10 @@ def _combine(x, gates, w_in, w_out, tok, counts, each_token_once=False):
 def test_c_experts_run_where_built_and_not_past_the_size_limit(kernel_path, monkeypatch):
     x, gates, w_in, w_out, tok, counts = _problem(8, 3, 2, 8, 4, torch.float32)
     counts_t = torch.tensor(counts)
-    lib = moe_core.native.kernels()
-    built = kernel_path == "C kernels" and lib is not None and moe_core.native._gemm_vectorized(lib)
+    built = kernel_path == "C kernels" and moe_core.native.kernels() is not None
     assert (dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is not None) == built
     monkeypatch.setattr(moe_core.native, "_gemm_vectorized", lambda lib: False)  # e.g. clang < 19, or ARM
     assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None
-    monkeypatch.undo()
     monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 8 * 8 - 1)  # d * 2h = 64: one over the limit
     assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None
     assert dispatch._native_experts(x, gates.to(torch.float64), w_in, w_out, tok, counts_t) is None
@@ -242,17 +249,8 @@ def test_combine_matches_autograd_ops(dtype, T, E, k, d, h, empty):
     """Shapes that exercise the C matmul's full 4 x 64 tiles, its ragged row and column edges, expert blocks of
     more than BLOCK_ROWS rows (700 tokens over 3 experts), the 8 x 8 transposes and their edges, empty experts."""
     x, gates, w_in, w_out, tok, counts = _problem(T, E, k, d, h, dtype, empty)
-    inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
-    ref_inputs = [t.clone().requires_grad_() for t in (x, gates, w_in, w_out)]
-    y = _combine(*inputs, tok, counts)
-    y_ref = _slow(*ref_inputs, tok, counts)
-    probe = torch.randn_like(y)
-    (y * probe).sum().backward()
-    (y_ref * probe).sum().backward()
-    tol = 1e-12 if dtype == torch.float64 else 2e-5
-    torch.testing.assert_close(y, y_ref, atol=tol, rtol=tol)
-    for name, a, b in zip(["x", "gates", "w_in", "w_out"], inputs, ref_inputs, strict=True):
-        torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol, msg=lambda m, n=name: f"grad {n}: {m}")
+    _assert_matches_slow(lambda *a: _combine(*a, tok, counts), x, gates, w_in, w_out, tok, counts,
+                         1e-12 if dtype == torch.float64 else 2e-5)
 
 
 @pytest.mark.parametrize("each_token_once", [False, True])
