@@ -25,7 +25,8 @@ with tab_routers:
                 st.code(source, language="python")
                 if "softmax_topk(" in source:  # the shared steps, as torch ops (the spec of the C kernel)
                     st.caption("`softmax_topk`, shared with the other softmax routers. On a CPU the same steps "
-                               "run as one C call each way (`moe_core/native/route.c`), tested against these.")
+                               "run in C (`moe_core/native/route.c`), and with this router the whole layer "
+                               "around them is one C call each way (`layer.c`), both tested against this code.")
                     st.code(inspect.getsource(router_base.softmax_topk), language="python")
 
 with tab_losses:
