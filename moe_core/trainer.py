@@ -229,7 +229,11 @@ class Trainer:
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # () global L2 norm
         clip = self.train_config.grad_clip
         if clip > 0:
-            torch._foreach_mul_(grads, (clip / (norm + 1e-6)).clamp_(max=1.0))
+            coef = (clip / (norm + 1e-6)).clamp_(max=1.0)
+            # a coefficient of exactly 1 changes nothing: on a CPU reading it costs nothing and most steps skip
+            # the multiply (a pass over every gradient); elsewhere the read would wait for the device
+            if self.device.type != "cpu" or coef.item() < 1.0:
+                torch._foreach_mul_(grads, coef)
         return norm
 
     def _diverge(self, what: str) -> None:

@@ -222,3 +222,29 @@ def test_step_metrics_match_the_metrics_functions(router, capacity_factor, n_lay
     probs = torch.cat([i.router_probs for i in infos])
     assert rec["router_entropy"] == pytest.approx(metrics.router_entropy(probs), abs=1e-5)
     assert [rec[f"load_{e}"] for e in range(6)] == pytest.approx(loads.tolist())
+
+
+@pytest.mark.parametrize("grad_clip", [1e-3, 1.0, 1e6])
+def test_gradient_clipping_matches_torch(grad_clip):
+    """The trainer's clipping (four foreach calls; on a CPU the multiply is skipped when the coefficient is exactly
+    1) gives the norm and the gradients of torch.nn.utils.clip_grad_norm_, whether it clips or not."""
+    t = _trainer(grad_clip=grad_clip)
+    t.step(3)
+    x, y = t._batch()
+    out, infos = t.model(x)
+    loss = t.task_loss(out, y)[0] + sum(info.aux_loss for info in infos)
+    loss.backward()
+    grads = [p.grad.clone() for p in t.params]
+    norm = t._clip_gradients()
+    for p, g in zip(t.params, grads, strict=True):
+        p.grad = g.clone()
+    ref = torch.nn.utils.clip_grad_norm_(t.params, grad_clip)
+    torch.testing.assert_close(norm, ref)
+    clipped = [p.grad for p in t.params]
+    t.model.zero_grad()
+    for p, g in zip(t.params, grads, strict=True):
+        p.grad = g.clone()
+    t._clip_gradients()
+    for a, b in zip([p.grad for p in t.params], clipped, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=1e-6)
+    assert (float(norm) > grad_clip) == any(not torch.equal(a, b) for a, b in zip(clipped, grads, strict=True))
