@@ -154,9 +154,11 @@ class MoELayer(nn.Module):
         if form is None or (cfg.capacity_factor is not None and cfg.overflow_policy != "position"):
             return None
         k, normalize = form
-        xr = self.router.jittered(x, noise)  # (T, d): x itself unless router jitter is on in training
         w_router, w_in, w_out = self.router.weight, self.experts.w_in, self.experts.w_out
-        lib = fused_layer_kernels(x, xr, w_router, w_in, w_out, k)
+        if fused_layer_kernels(x, x, w_router, w_in, w_out, k) is None:  # before any jitter is drawn
+            return None
+        xr = self.router.jittered(x, noise)  # (T, d): x itself unless router jitter is on in training
+        lib = fused_layer_kernels(x, xr, w_router, w_in, w_out, k)  # None only for a caller's odd noise tensor
         if lib is None:
             return None
         T = x.shape[0]

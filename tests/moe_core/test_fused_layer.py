@@ -155,3 +155,19 @@ def test_no_grad_and_inputs_without_gradients():
     (y2.square().sum() + info2.aux_loss).backward()
     for a, p in zip(grads, layer.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_router_jitter_is_drawn_once_per_forward_on_either_path(monkeypatch, fused):
+    """The fused path draws the jitter itself; when it then does not apply, the modules must not draw it again
+    (the run would still be deterministic, but not the same stream as the modules path alone)."""
+    layer = MoELayer(MoEConfig(d_model=8, n_experts=4, top_k=2, expert_hidden=8, router_noise=0.1)).train()
+    if not fused:
+        monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 0)
+    layer.router.generator = torch.Generator().manual_seed(5)
+    x = torch.randn(10, 8)
+    _, info = layer(x)
+    assert (info.router_entropy_sum is not None) == fused
+    expected = torch.Generator().manual_seed(5)
+    torch.empty(10, 8).uniform_(0.9, 1.1, generator=expected)  # one draw of the (T, d) jitter
+    assert torch.equal(layer.router.generator.get_state(), expected.get_state())
