@@ -272,9 +272,14 @@ class NativeExperts(torch.autograd.Function):
         return dx, d_gates, dw_in, dw_out, None, None, None, None
 
 
+def experts_fit_c_matmul(w_in: torch.Tensor) -> bool:
+    """Whether one expert's W_in (d, 2h) is small enough for the C matmul (EXPERT_WEIGHTS_LIMIT entries)."""
+    return w_in.shape[1] * w_in.shape[2] <= EXPERT_WEIGHTS_LIMIT
+
+
 def _native_experts(x, gates, w_in, w_out, token_order, counts):
     """The C kernels if they fit these tensors (contiguous CPU float32/64, int64 indices) and the expert size."""
-    if w_in.shape[1] * w_in.shape[2] > EXPERT_WEIGHTS_LIMIT or counts.dtype != torch.long:
+    if not experts_fit_c_matmul(w_in) or counts.dtype != torch.long:
         return None
     if x.dim() != 2 or not counts.is_contiguous() or counts.device.type != "cpu":
         return None

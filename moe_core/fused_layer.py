@@ -20,7 +20,8 @@ import ctypes
 import torch
 from torch.autograd.function import once_differentiable
 
-from moe_core import dispatch, native
+from moe_core import native
+from moe_core.dispatch import experts_fit_c_matmul
 from moe_core.routers.fused import MAX_FUSED_K
 
 
@@ -29,9 +30,7 @@ def fused_layer_kernels(x: torch.Tensor, xr: torch.Tensor, w_router: torch.Tenso
     """The C kernels if this layer call fits them: 2-D contiguous CPU float32/float64 inputs of one dtype,
     at least one token, k <= MAX_FUSED_K, experts small enough for the C matmul and the matmul built for this
     CPU's vector units. Else None."""
-    if k > MAX_FUSED_K or x.dim() != 2 or x.shape[0] == 0:
-        return None
-    if w_in.shape[1] * w_in.shape[2] > dispatch.EXPERT_WEIGHTS_LIMIT:
+    if k > MAX_FUSED_K or x.dim() != 2 or x.shape[0] == 0 or not experts_fit_c_matmul(w_in):
         return None
     return native.for_tensors(x, xr, w_router, w_in, w_out, matmul=True)
 

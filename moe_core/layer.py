@@ -155,11 +155,11 @@ class MoELayer(nn.Module):
             return None
         k, normalize = form
         w_router, w_in, w_out = self.router.weight, self.experts.w_in, self.experts.w_out
-        if fused_layer_kernels(x, x, w_router, w_in, w_out, k) is None:  # before any jitter is drawn
+        lib = fused_layer_kernels(x, x, w_router, w_in, w_out, k)  # checked before any jitter is drawn
+        if lib is None:
             return None
         xr = self.router.jittered(x, noise)  # (T, d): x itself unless router jitter is on in training
-        lib = fused_layer_kernels(x, xr, w_router, w_in, w_out, k)  # None only for a caller's odd noise tensor
-        if lib is None:
+        if xr is not x and fused_layer_kernels(x, xr, w_router, w_in, w_out, k) is None:  # a caller's odd noise
             return None
         T = x.shape[0]
         capacity = expert_capacity(T, cfg.n_experts, k, cfg.capacity_factor)

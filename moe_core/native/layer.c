@@ -60,13 +60,10 @@ int moe_layer_abi_version(void) { return 1; }
         int64_t *index, int64_t *counts, int64_t *kept_counts, unsigned char *dropped, int64_t *kept_pairs, \
         int64_t *token_order, T_ *gates_kept, T_ *load_balance, T_ *z_loss, T_ *aux, T_ *entropy_sum,    \
         T_ *xs, T_ *hs, T_ *acts, T_ *ys) {                                                               \
-        int64_t *sorted_experts = malloc((size_t)(T * k) * sizeof(int64_t));                              \
-        if (!sorted_experts) return 1;                                                                    \
         router_logits_##SUF(xr, w_router, T, d, E, logits);                                               \
         T_ lb, z;                                                                                         \
         int status = moe_route_forward_##SUF(logits, T, E, k, normalize, probs, lse, gates, index, counts, \
-                                             kept_pairs, token_order, sorted_experts, gates_kept, &lb, &z); \
-        free(sorted_experts);                                                                             \
+                                             kept_pairs, token_order, NULL, gates_kept, &lb, &z);         \
         if (status) return status;                                                                        \
         memset(dropped, 0, (size_t)(T * k));                                                              \
         if (capacity >= 0) { /* keep each expert's first C pairs: its segment's prefix, moved left */    \

@@ -14,7 +14,8 @@
  *     z = mean_t lse_t^2                                                             ST-MoE router z-loss
  * and the (t, j) pairs grouped by expert, slot-major within an expert (pair n = j*T + t): a stable counting
  * sort, the same order as torch.sort(stable=True) of the slot-major expert list, with each pair's gate
- * (gates_sorted, what the dispatch multiplies by; its gradient comes back in the same order).
+ * (gates_sorted, what the dispatch multiplies by; its gradient comes back in the same order). sorted_experts
+ * may be NULL when the caller does not want it.
  *
  * Backward: with dp_te = dL/dp_te from the gates and the balance loss,
  *     dp_t,i_m += (dg_tm - sum_j dg_tj g_tj) / S_t   (normalize, S_t = sum_j p_t,i_tj)   or   dg_tm
@@ -132,7 +133,7 @@ DEFINE_TOPK(f64, double)
                     int64_t e = index[t * k + j], pos = next[e]++;                                        \
                     pair_order[pos] = j * T + t;                                                          \
                     token_order[pos] = t;                                                                 \
-                    sorted_experts[pos] = e;                                                              \
+                    if (sorted_experts) sorted_experts[pos] = e; /* NULL: not wanted (layer.c) */     \
                     gates_sorted[pos] = gates[t * k + j];                                                 \
                 }                                                                                         \
         }                                                                                                 \
