@@ -34,7 +34,7 @@ class LayerView:
     probe_expert_index: np.ndarray  # (P, K)
     probe_combine: np.ndarray  # (P, K)
     probe_dropped: np.ndarray  # (P, K) bool
-    group_expert_counts: np.ndarray  # (G, E) routing slots per class/regime/domain on the test set
+    group_expert_counts: np.ndarray  # (G, E) per class/regime/domain on the test set: see group_counts_basis
     co_activation: np.ndarray  # (E, E) P(j chosen | i chosen)
     mutual_information: float  # nats, expert vs group, test set
     grid_probs: np.ndarray | None = None  # (Gy, Gx, E) router probabilities over the input plane
@@ -44,6 +44,8 @@ class LayerView:
     probe_tokens: list[str] | None = None  # language mode: the characters of the probe rows
     probe_text_experts: np.ndarray | None = None  # (n_chars,) top-1 expert of each probe character
     top_tokens: list[list[tuple[str, int]]] | None = None  # per expert: most frequent characters routed to it
+    group_counts_basis: str = "slots"  # what group_expert_counts counts: kept routing slots, or "first_choice"
+    # (each token's top-1 router probability) when every token runs every expert (see group_counts)
 
 
 @dataclass
@@ -113,11 +115,26 @@ def scaling_out(info: RoutingInfo, cfg) -> dict:
             "kept": kept.cpu().numpy(), "d_model": cfg.d_model, "top_k": cfg.top_k}
 
 
+def group_counts(info: RoutingInfo, groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, str]:
+    """(G, E) table of the specialization view and I(expert; group), and what it counts.
+
+    Normally the kept routing slots by group and expert ("slots"). When every token keeps a slot on every
+    expert (dense, soft, top-k with k = E and nothing dropped) that table is each group's size times a uniform
+    row: it reads "no specialization" (I = 0) however sharply the gate splits the input. Then each token's first
+    choice, the argmax of its router probabilities, is counted instead ("first_choice"): the routing map's
+    top-1 colours and lesson_checks.ownership.
+    """
+    mask = info.selected & ~info.dropped
+    if mask.shape[1] == info.n_experts and bool(mask.all()):
+        top1 = info.router_probs.argmax(-1, keepdim=True)  # (T, 1)
+        return metrics.expert_label_counts(top1, groups, info.n_experts, n_groups), "first_choice"
+    return metrics.expert_label_counts(info.expert_index, groups, info.n_experts, n_groups, mask), "slots"
+
+
 def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, probe: slice) -> list[LayerView]:
     views = []
     for info in infos:
-        mask = info.selected & ~info.dropped
-        counts = metrics.expert_label_counts(info.expert_index, groups.reshape(-1), info.n_experts, n_groups, mask)
+        counts, basis = group_counts(info, groups.reshape(-1), n_groups)
         E = info.n_experts
         views.append(
             LayerView(
@@ -132,6 +149,7 @@ def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, 
                 group_expert_counts=counts.cpu().numpy(),
                 co_activation=metrics.co_activation(info.expert_index, E, info.selected).cpu().numpy(),
                 mutual_information=metrics.mutual_information(counts),
+                group_counts_basis=basis,
             )
         )
     return views

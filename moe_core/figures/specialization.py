@@ -28,9 +28,23 @@ def normalized_counts(counts: np.ndarray, normalize: str) -> np.ndarray:
     return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
 
 
+def counted(snap: Snapshot, basis: str, normalize: str = "row") -> str:
+    """What the specialization table counts, in words: the kept routing slots or, for routers where every expert
+    runs on every token (LayerView.group_counts_basis == "first_choice"), each token's first choice."""
+    kind = group_kind(snap)
+    if basis == "first_choice":
+        unit = "token" if snap.task == "language" else "point"
+        return {"row": f"share of each {kind}'s {unit}s by first choice",
+                "column": f"share of each expert's first choices per {kind}",
+                "none": f"{unit}s by first choice"}[normalize] + " (every expert runs in this router)"
+    return {"row": f"share of each {kind}'s routing slots", "column": f"share of each expert's slots per {kind}",
+            "none": "routing slots"}[normalize]
+
+
 def specialization(snap: Snapshot, layer: int = 0, normalize: str = "row") -> go.Figure:
-    """Group (class / regime / domain) x expert heatmap of the test set's routing slots, with the mutual
-    information I(expert; group) in the title.
+    """Group (class / regime / domain) x expert heatmap of the test set's routing slots (or, where every expert
+    runs, of each token's first choice: moe_core.snapshot.group_counts), with the mutual information
+    I(expert; group) in the title.
 
     normalize: "row" (share of each group's slots per expert, default), "column" (share of each expert's slots
     per group) or "none" (counts).
@@ -46,12 +60,12 @@ def specialization(snap: Snapshot, layer: int = 0, normalize: str = "row") -> go
     z = normalized_counts(counts, normalize)
     names = [group_name(snap, g) for g in range(G)]
     fmt = "%{z:.0f}" if normalize == "none" else "%{z:.2f}"
-    what = {"row": f"share of each {kind}'s routing slots", "column": f"share of each expert's slots per {kind}",
-            "none": "routing slots"}[normalize]
+    what = counted(snap, view.group_counts_basis, normalize)
     trace = dict(type="heatmap", x=np.arange(E), y=np.arange(G), z=z, colorscale=SHARE_SCALE, zmin=0.0,
                  zmax=1.0 if normalize != "none" else None, xgap=1, ygap=1, name="specialization", showlegend=False,
                  customdata=np.repeat(np.array(names, dtype=object)[:, None], E, axis=1),
-                 colorbar=dict(title=dict(text="share" if normalize != "none" else "slots", side="right"),
+                 colorbar=dict(title=dict(text="share" if normalize != "none" else
+                                          "slots" if view.group_counts_basis == "slots" else "count", side="right"),
                                thickness=14),
                  hovertemplate=f"%{{customdata}} → E%{{x}}: {fmt}<extra></extra>")
     if E <= MAX_TICK_LABELS and G * E <= MAX_CELL_TEXT:  # more cells than that and the numbers would collide

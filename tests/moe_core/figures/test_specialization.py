@@ -75,3 +75,13 @@ def test_co_activation_explains_itself_for_k1_and_one_expert(E, k):
 def test_co_activation_for_expert_choice_is_a_heatmap():
     fig = co_activation(crafted_snapshot(E=4, router="expert_choice", capacity=None))
     assert [t.type for t in fig.data] == ["heatmap"]
+
+
+@pytest.mark.parametrize("task, unit", [("regression", "point"), ("language", "token")])
+def test_subtitle_says_first_choice_where_every_expert_runs(task, unit):
+    snap = crafted_snapshot(E=4, k=4, router="dense", task=task, G=4, capacity=None)
+    assert "routing slots" in specialization(snap).layout.title.subtitle.text  # the default basis
+    snap.layers[0].group_counts_basis = "first_choice"
+    sub = specialization(snap).layout.title.subtitle.text
+    assert f"{unit}s by first choice (every expert runs in this router)" in sub and "slots" not in sub
+    assert "first choices" in specialization(snap, normalize="column").layout.title.subtitle.text
