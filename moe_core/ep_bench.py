@@ -300,4 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the imported moe_core.ep_bench, not this __main__ copy: the ranks unpickle _bench_worker by module name
+    from moe_core.ep_bench import main as _main
+
+    raise SystemExit(_main())
