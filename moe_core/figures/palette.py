@@ -13,6 +13,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import re
 from functools import lru_cache
 
 import plotly.graph_objects as go
@@ -42,6 +43,13 @@ UIREVISION = "moe-playground"  # constant, so Plotly keeps the user's zoom when 
 FONT_SIZE = 14
 TITLE_SIZE = 18
 MAX_TICK_LABELS = 16  # above this many experts, axes label every n-th expert only
+# Plotly never wraps a title: what does not fit is cut at the figure's edge. The app draws two charts per row
+# (about 620 px each at a 1400 px window, less with the sidebar open), so titles stay within TITLE_CHARS
+# characters (about 400 px at TITLE_SIZE) and subtitles are wrapped between their " · " parts into lines of at
+# most SUBTITLE_CHARS characters (about 420 px at FONT_SIZE).
+TITLE_CHARS = 48
+SUBTITLE_CHARS = 64
+SUBTITLE_LINE_PX = 20  # each extra subtitle line lowers the plot by this much
 
 
 @lru_cache(maxsize=1)
@@ -140,6 +148,38 @@ def join_parts(*parts: str) -> str:
     return " · ".join(p for p in parts if p)
 
 
+def visible_length(text: str) -> int:
+    """Characters of a Plotly text as shown: HTML tags (<br>, <span ...>, <sub>) do not count."""
+    return len(re.sub(r"<[^>]*>", "", text))
+
+
+def wrap_parts(text: str, width: int = SUBTITLE_CHARS) -> list[str]:
+    """Lines of at most `width` visible characters (one word longer than that gets a line of its own): a
+    " · "-joined text (join_parts) breaks between its parts; a part too long for a line of its own breaks
+    between words, starting on the current line; an existing <br> always breaks."""
+    lines: list[str] = []
+    for block in re.split(r"<br\s*/?>", text):
+        current = ""
+        for part in block.split(" · "):
+            sep = " · " if current else ""
+            if visible_length(current + sep + part) <= width:
+                current += sep + part
+                continue
+            if visible_length(part) <= width:  # the whole part on a new line
+                lines.append(current)
+                current = part
+                continue
+            for word in part.split(" "):  # word by word, continuing the current line
+                if visible_length(current + sep + word) <= width or not current:
+                    current += sep + word
+                else:
+                    lines.append(current)
+                    current = word
+                sep = " "
+        lines.append(current)
+    return [line for line in lines if line]
+
+
 @lru_cache(maxsize=1)
 def _template_json() -> str:
     import plotly.io as pio
@@ -148,10 +188,12 @@ def _template_json() -> str:
 
 
 def layout_dict(title: str, height: int = 400, subtitle: str = "") -> dict:
-    """The common look as a plain layout dict (see base_layout); builders start from it."""
+    """The common look as a plain layout dict (see base_layout); builders start from it. The subtitle is wrapped
+    (wrap_parts) so that it fits a half-width chart; the top margin grows with its lines."""
     title_dict: dict = dict(text=title, x=0.01, xanchor="left", font=dict(size=TITLE_SIZE))
-    if subtitle:
-        title_dict["subtitle"] = dict(text=subtitle, font=dict(size=FONT_SIZE, color="#444"))
+    lines = wrap_parts(subtitle) if subtitle else []
+    if lines:
+        title_dict["subtitle"] = dict(text="<br>".join(lines), font=dict(size=FONT_SIZE, color="#444"))
     return dict(
         title=title_dict,
         height=int(height),
@@ -160,7 +202,7 @@ def layout_dict(title: str, height: int = 400, subtitle: str = "") -> dict:
         hoverlabel=dict(font=dict(size=FONT_SIZE)),
         legend=dict(font=dict(size=FONT_SIZE), grouptitlefont=dict(size=FONT_SIZE)),
         showlegend=True,
-        margin=dict(l=70, r=30, t=95 if subtitle else 60, b=60),
+        margin=dict(l=70, r=30, t=95 + SUBTITLE_LINE_PX * (len(lines) - 1) if lines else 60, b=60),
         uirevision=UIREVISION,
     )
 

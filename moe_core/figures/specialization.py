@@ -72,8 +72,9 @@ def specialization(snap: Snapshot, layer: int = 0, normalize: str = "row") -> go
         trace.update(texttemplate=fmt, textfont=dict(size=13))
     mi = float(view.mutual_information)
     mi_max = math.log(min(G, E)) if min(G, E) > 1 else 0.0
-    title = f"Which expert handles which {kind}: I(expert; {kind}) = {mi:.2f} nats"
-    sub = join_parts(f"{what} · 0 nats = no specialization, max {mi_max:.2f} = ln {min(G, E)}",
+    # the number first and alone: a longer title was cut at the chart's edge, mid-digit, on half-width charts
+    title = f"I(expert; {kind}) = {mi:.2f} nats"
+    sub = join_parts(what, f"0 nats = no specialization, max {mi_max:.2f} = ln {min(G, E)}",
                      layer_label(int(layer), len(snap.layers)), f"step {snap.step}")
     layout = layout_dict(title, HEIGHT, sub)
     layout.update(

@@ -9,6 +9,8 @@ import pytest
 
 from moe_core.figures.palette import (
     FONT_SIZE,
+    SUBTITLE_CHARS,
+    SUBTITLE_LINE_PX,
     UIREVISION,
     base_layout,
     colorscale,
@@ -18,7 +20,9 @@ from moe_core.figures.palette import (
     hex_to_rgb,
     layout_dict,
     text_color_on,
+    visible_length,
     with_alpha,
+    wrap_parts,
 )
 
 OKABE_ITO_CHROMATIC = {"#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"}
@@ -65,6 +69,27 @@ def test_base_layout_is_projector_readable_and_keeps_zoom():
     assert fig.layout.font.size >= 14 and FONT_SIZE >= 14
     assert fig.layout.title.text == "A title" and fig.layout.title.subtitle.text == "a subtitle"
     assert fig.layout.uirevision == UIREVISION and fig.layout.showlegend is True and fig.layout.height == 380
+
+
+def test_wrap_parts_breaks_between_parts_then_words():
+    assert wrap_parts("a · b") == ["a · b"]
+    assert wrap_parts("aaaa · bbbb · cc", width=9) == ["aaaa", "bbbb · cc"]
+    assert wrap_parts("aaaa · bb cc dd ee ff gg", width=9) == ["aaaa · bb", "cc dd ee", "ff gg"]
+    tagged = "<span style='color:#fff'>a</span> · b"  # tags take no room
+    assert wrap_parts(tagged + "<br>c", width=5) == [tagged, "c"]
+    assert wrap_parts("x" * 12, width=5) == ["x" * 12]  # one long word keeps its line
+    assert wrap_parts("") == []
+
+
+def test_long_subtitles_wrap_and_push_the_plot_down():
+    one = layout_dict("t", 400, "a · b")
+    long = "share of each domain's routing slots · 0 nats = no specialization, max 1.39 = ln 4 · layer 1 of 2"
+    three = layout_dict("t", 400, long + " · " + long[:60])
+    lines = three["title"]["subtitle"]["text"].split("<br>")
+    assert len(lines) == 3 and all(visible_length(line) <= SUBTITLE_CHARS for line in lines)
+    assert " · ".join(lines) == long + " · " + long[:60]  # nothing lost: every break was at a " · "
+    assert three["margin"]["t"] == one["margin"]["t"] + 2 * SUBTITLE_LINE_PX
+    assert "subtitle" not in layout_dict("t", 400)["title"] and layout_dict("t", 400)["margin"]["t"] == 60
 
 
 def test_colorscale_is_explicit_and_light_to_dark_for_blues():

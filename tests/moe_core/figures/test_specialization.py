@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from figtools import all_text, arr, assert_valid, crafted_snapshot, one, tick_colors
 
-from moe_core.figures.palette import expert_colors
+from moe_core.figures.palette import SUBTITLE_CHARS, TITLE_CHARS, expert_colors, visible_length
 from moe_core.figures.specialization import co_activation, normalized_counts, specialization
 
 
@@ -33,6 +33,19 @@ def test_row_shares_with_group_names_and_expert_colours(E):
 def test_title_reports_mutual_information_in_nats():
     title = specialization(crafted_snapshot()).layout.title.text
     assert "0.12 nats" in title and "class" in title
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "language"])
+def test_the_number_leads_a_title_short_enough_for_a_half_width_chart(task):
+    # lesson 7 step 1: "Which expert handles which domain: I(expert; domain) = 0.22 nats" was cut at the edge of
+    # a two-per-row chart, mid-digit, and read "I(expert; domain) = ("
+    snap = crafted_snapshot(task=task, G=4)
+    snap.layers[0].mutual_information = 1.3863
+    title = specialization(snap).layout.title.text
+    assert title.startswith("I(expert; ") and title.index("1.39 nats") < 25
+    assert visible_length(title) <= TITLE_CHARS
+    assert all(visible_length(line) <= SUBTITLE_CHARS
+               for line in specialization(snap).layout.title.subtitle.text.split("<br>"))
 
 
 def test_other_normalizations():
@@ -82,6 +95,6 @@ def test_subtitle_says_first_choice_where_every_expert_runs(task, unit):
     snap = crafted_snapshot(E=4, k=4, router="dense", task=task, G=4, capacity=None)
     assert "routing slots" in specialization(snap).layout.title.subtitle.text  # the default basis
     snap.layers[0].group_counts_basis = "first_choice"
-    sub = specialization(snap).layout.title.subtitle.text
+    sub = specialization(snap).layout.title.subtitle.text.replace("<br>", " ")  # wrapped to fit half width
     assert f"{unit}s by first choice (every expert runs in this router)" in sub and "slots" not in sub
     assert "first choices" in specialization(snap, normalize="column").layout.title.subtitle.text
