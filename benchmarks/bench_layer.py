@@ -28,7 +28,7 @@ backward fails on the expanded stride-0 gradient that `.sum().backward()` would 
 All MoE implementations get the SAME weights (copied from ours), so they route identically and do the same
 work; the script checks that their outputs agree before timing.
 
-Method (../shared/reference/performance-anchors.md): every implementation is warmed up; then each round runs
+Method: every implementation is warmed up; then each round runs
 every implementation once, in a freshly shuffled order; a round is repeated (up to a limit) when other processes
 used more than --max-foreign-cores of CPU during it. Reported: the median ms over rounds, and paired ratios =
 median over rounds of (ours / peer) with both measured in the same round. Differences under ~20 % are noise

@@ -4,7 +4,7 @@ One convention, used everywhere in this project (the app shows C explicitly):
 
     C = ceil(capacity_factor * k * T / E), at least 1;   capacity_factor None = dropless (no C).
 
-Implementations disagree here (see ../shared/reference/moe-routing.md §12.3): Mesh-TF and flaxformer leave
+Implementations disagree here (read in each project's source): Mesh-TF and flaxformer leave
 k out and floor or round; DeepSpeed top-k and Megatron use ceil(T*k/E*cf) like us; MegaBlocks floors.
 With T=1000, E=8, k=2, cf=1.25 ours gives 313.
 

@@ -3,7 +3,7 @@
 Each expert is the Mixtral/Llama feed-forward block  FFN_e(x) = (silu(x W_gate_e) * (x W_up_e)) W_down_e,
 with W_gate and W_up fused into one (d, 2h) matrix per expert so that one matmul serves both.
 
-Speed notes (../shared/reference/performance-anchors.md): the fast family sorts tokens by expert and runs
+Speed notes (benchmarks/README.md has the figures): the fast family sorts tokens by expert and runs
 one matmul per expert on a contiguous block. We use torch's grouped_mm when the strides allow it (it
 loops plain matmuls on the CPU but keeps the Python overhead low), else a loop over `unbind`-ed weights.
 Never index `W[e]` inside the loop: backward would zero-fill a full (E, d, 2h) gradient per expert.

@@ -18,6 +18,7 @@ import numpy as np
 from moe_core.datasets import PointDataset
 from moe_core.settings import CONTROL_BY_FIELD, PlaygroundSettings
 from moe_core.snapshot import Snapshot
+from moe_core.step_cost import slow_step_warning
 from moe_core.trainer import Trainer
 
 TIMELINE_BYTES = 8_000_000  # per session: the timeline keeps as many snapshots as fit in this budget
@@ -172,6 +173,9 @@ class PlaygroundSession:
             self._build()
             self.running = was_running
             notices.append(f"Changed {labels}: the model was reset and training starts again from step 0.")
+            slow = slow_step_warning(new)
+            if slow:
+                notices.append(slow)
         else:
             live = new.live_changes_from(self.settings)
             trainer_changes = {k: v for k, v in live.items() if k != "steps_per_tick"}

@@ -18,6 +18,7 @@ if "cmp_a" not in st.session_state:
 a: PlaygroundSession = st.session_state["cmp_a"]
 b: PlaygroundSession = st.session_state["cmp_b"]
 
+trainers_before = (a.trainer, b.trainer)
 left, right = st.columns(2)
 with left, st.expander("Configuration A", expanded=False, icon=":material/tune:"):
     controls.render_controls(a, prefix="cmpa", allow_upload=False)
@@ -27,6 +28,14 @@ if any(getattr(b.settings, f) != v for f, v in shared.items()):
 with right, st.expander("Configuration B", expanded=False, icon=":material/tune:"):
     other = set(vars(b.settings)) - set(DATA_FIELDS)
     controls.render_controls(b, prefix="cmpb", unlocked=other, allow_upload=False)
+rebuilt = [s.trainer is not before for s, before in zip((a, b), trainers_before, strict=True)]
+if rebuilt[0] != rebuilt[1]:  # one side starts again from step 0: so does the other, to compare equal steps
+    changed, follower = ("A", b) if rebuilt[0] else ("B", a)
+    running = follower.running
+    follower.reset()
+    follower.running = running
+    state.note_once(f"{changed}'s change rebuilt its model, so {'B' if changed == 'A' else 'A'} starts again "
+                    "too: both are compared at the same step.")
 state.show_notes()
 
 diff = [(c.label, getattr(a.settings, c.field), getattr(b.settings, c.field)) for c in CONTROLS
@@ -82,15 +91,21 @@ def side_by_side() -> None:
                             format_func=views.VIEWS.get, key="cmp_views")
     m = st.columns(4)
     m[0].metric("Step (A / B)", f"{sa.step} / {sb.step}")
+    same_step = sa.step == sb.step  # deltas only between equal steps (one side may have diverged and stopped)
+    if not same_step:
+        st.caption(":material/info: A and B are at different steps, so no differences are shown: press "
+                   "**Reset both** to compare them step for step.")
     label = "Test MSE" if sa.task == "regression" else "Test accuracy"
     fmt = "{:.4f}" if sa.task == "regression" else "{:.1%}"
-    m[1].metric(f"{label}: B", fmt.format(sb.test_quality), delta=fmt.format(sb.test_quality - sa.test_quality),
+    m[1].metric(f"{label}: B", fmt.format(sb.test_quality),
+                delta=fmt.format(sb.test_quality - sa.test_quality) if same_step else None,
                 delta_color="inverse" if sa.task == "regression" else "normal", help="Delta is B minus A.")
     for col, metric, name, f in ((m[2], "max_vio", "MaxVio: B", "{:.2f}"), (m[3], "dropped_frac", "Dropped: B",
                                                                           "{:.1%}")):
         if metric in ha.columns and metric in hb.columns and len(ha) and len(hb):
             vb, va = hb[metric].iloc[-1], ha[metric].iloc[-1]
-            col.metric(name, f.format(vb), delta=f.format(vb - va), delta_color="inverse", help="Delta is B minus A.")
+            col.metric(name, f.format(vb), delta=f.format(vb - va) if same_step else None, delta_color="inverse",
+                       help="Delta is B minus A.")
     for name in chosen:
         ca, cb = st.columns(2)
         with ca:

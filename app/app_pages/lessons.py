@@ -66,6 +66,11 @@ if st.session_state.get("lesson_key") != key:  # a new step: a fresh model from 
     st.session_state["lesson_key"] = key
     st.session_state["lesson_sess"] = PlaygroundSession(step.settings)
     st.session_state.pop("les__synced", None)
+    live.forget_view_state(st.session_state.get("lesson_views_key", "les"))
+    # A new key per step: the browser keeps a widget's last value under its old key, so the step's own views
+    # would otherwise give way to the previous step's choice.
+    st.session_state["lesson_views_key"] = f"les{st.session_state.get('lesson_steps_seen', 0)}"
+    st.session_state["lesson_steps_seen"] = st.session_state.get("lesson_steps_seen", 0) + 1
 sess: PlaygroundSession = st.session_state["lesson_sess"]
 
 with st.sidebar:
@@ -81,7 +86,7 @@ st.markdown(step.text)
 st.info(f"**Try this:** {step.try_this}", icon=":material/touch_app:")
 
 live.transport(sess, key="les")
-live.live_area(sess, key="les", default_views=step.views, allowed_views=step.views)
+live.live_area(sess, key=st.session_state["lesson_views_key"], default_views=step.views, allowed_views=step.views)
 
 if step.check is not None:
     with st.container(border=True):

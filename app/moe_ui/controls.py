@@ -42,16 +42,25 @@ def _key(prefix: str, field: str) -> str:
 
 
 def _sync_widgets(sess: PlaygroundSession, prefix: str) -> None:
-    """Point the widgets at the session's settings when those changed outside the widgets."""
-    if st.session_state.get(f"{prefix}__synced") == sess.settings:
-        return
+    """Point the widgets at the session's settings when those changed outside the widgets.
+
+    Streamlit forgets the value of a widget that was not drawn in the last run (Noise and Classes while the
+    data set has none, Top-k under the switch router). Such a key is restored from the settings, which still
+    hold the learner's value, so a widget that comes back shows that value instead of its minimum."""
     s = sess.settings
+    state = st.session_state
+    if state.get(f"{prefix}__synced") != s:
+        for name in settings_fields():
+            state[_key(prefix, name)] = getattr(s, name)
+        state[_key(prefix, "limit_capacity")] = s.capacity_factor is not None
+        state[f"{prefix}__synced"] = s
     for name in settings_fields():
-        st.session_state[_key(prefix, name)] = getattr(s, name)
-    st.session_state[_key(prefix, "limit_capacity")] = s.capacity_factor is not None
-    if s.capacity_factor is None:
-        st.session_state[_key(prefix, "capacity_factor")] = 1.25
-    st.session_state[f"{prefix}__synced"] = s
+        if _key(prefix, name) not in state:
+            state[_key(prefix, name)] = getattr(s, name)
+    if _key(prefix, "limit_capacity") not in state:
+        state[_key(prefix, "limit_capacity")] = s.capacity_factor is not None
+    if state[_key(prefix, "capacity_factor")] is None:  # dropless: the hidden slider keeps the last factor used
+        state[_key(prefix, "capacity_factor")] = state.get(f"{prefix}__last_capacity", 1.25)
 
 
 def _with(options: list, value: Any) -> list:
@@ -126,8 +135,7 @@ def render_controls(
     n_experts = state[_key(prefix, "n_experts")]
     router = state[_key(prefix, "router")]
     k_key = _key(prefix, "top_k")
-    if router == "switch":
-        state[k_key] = 1
+    _keep_k_across_switch(prefix, router, n_experts)
     state[k_key] = min(max(1, state[k_key]), n_experts)
     if n_experts == 1 or router == "switch" or router in ("dense", "soft"):
         why = {"switch": "the switch router is top-1", "dense": "the dense mixture runs every expert",
@@ -175,6 +183,21 @@ def render_controls(
     _apply_widgets(sess, prefix)
 
 
+def _keep_k_across_switch(prefix: str, router: str, n_experts: int) -> None:
+    """The switch router forces top-1; leaving it gives the learner's top-k back (or the default), with a notice."""
+    state = st.session_state
+    k_key, memory = _key(prefix, "top_k"), f"{prefix}__k_before_switch"
+    if router == "switch":
+        if memory not in state:
+            state[memory] = state[k_key] if state[k_key] != 1 else PlaygroundSettings().top_k
+        state[k_key] = 1
+    elif memory in state:
+        k = min(state.pop(memory), n_experts)
+        if state[k_key] == 1 and k != 1:
+            state[k_key] = k
+            note_once(f"Top-k is back to {k}: the switch router had set it to 1.")
+
+
 @once_per_click
 def _bump_seed(prefix: str) -> None:
     key = _key(prefix, "seed")
@@ -210,6 +233,8 @@ def _apply_widgets(sess: PlaygroundSession, prefix: str) -> None:
     values = {name: state.get(_key(prefix, name), getattr(sess.settings, name)) for name in settings_fields()}
     if not st.session_state.get(_key(prefix, "limit_capacity"), False):
         values["capacity_factor"] = None
+    elif values["capacity_factor"] is not None:
+        state[f"{prefix}__last_capacity"] = values["capacity_factor"]
     new, notes = PlaygroundSettings.coerce(values)
     for note in notes:
         note_once(note)

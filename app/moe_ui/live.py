@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import pandas as pd
 import streamlit as st
 
 from moe_core.session import TICK_SLOTS, PlaygroundSession
@@ -54,7 +55,15 @@ def status(sess: PlaygroundSession) -> None:
         st.info(sess.status_line, icon=":material/pause_circle:")
 
 
-def headline(snap: Snapshot, history) -> None:
+def history_until(history: pd.DataFrame, step: int) -> pd.DataFrame:
+    """The training records up to `step`: what the curves and the headline show for a scrubbed snapshot."""
+    if len(history) and "step" in history.columns and history["step"].iloc[-1] > step:
+        return history[history["step"] <= step]
+    return history
+
+
+def headline(snap: Snapshot, history: pd.DataFrame) -> None:
+    """The snapshot's numbers; `history` must end at the snapshot's step (history_until)."""
     cols = st.columns(5)
     cols[0].metric("Step", f"{snap.step:,}")
     quality = {"classification": ("Test accuracy", f"{snap.test_quality:.1%}"),
@@ -76,19 +85,38 @@ def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
         return sess.latest
     steps = [s.step for s in sess.timeline]
     pick_key, latest_key = f"{key}_timeline", f"{key}_timeline_latest"
-    following = st.session_state.get(pick_key) == st.session_state.get(latest_key)
-    if following or st.session_state.get(pick_key) not in steps:  # at the newest step: stay with it
+    trained = st.session_state.get(latest_key) != steps[-1]  # Step or Play since the last draw: show the newest
+    if trained or st.session_state.get(pick_key) not in steps:
         st.session_state[pick_key] = steps[-1]
     st.session_state[latest_key] = steps[-1]
     step = st.select_slider("Timeline (step)", steps, key=pick_key,
                             help="Scrub back through training; the views show the model at that step.")
+    if step != steps[-1]:
+        st.caption(f":material/history: Showing step {step:,}, scrubbed back from step {steps[-1]:,}: every number "
+                   "and view below is from that step. Step or Play continues from the newest.")
     return sess.at_step(step)
+
+
+COUNTERPART = {"routing_map": "language", "language": "routing_map"}  # the same place in 2-D and in text
+VIEW_STATE = ("views", "mapmode", "curves", "logy", "layer", "timeline", "timeline_latest", "was_running")
+
+
+def forget_view_state(key: str) -> None:
+    """Drop the view widgets' state of the live area `key`, so that its next draw starts from its defaults
+    (a lesson step's own views, however the step was reached)."""
+    for name in VIEW_STATE:
+        st.session_state.pop(f"{key}_{name}", None)
 
 
 def view_options(snap: Snapshot, key: str, default_views: list[str] | None = None,
                  allowed: list[str] | None = None) -> tuple[list[str], dict, int]:
     names = [v for v in views.available_views(snap) if allowed is None or v in allowed]
     default = [v for v in (default_views or views.DEFAULT_VIEWS) if v in names] or names[:2]
+    picked = st.session_state.get(f"{key}_views")
+    if picked is not None:  # a view the new data set lacks gives way to its counterpart (map <-> characters)
+        kept = [v for v in dict.fromkeys(v if v in names else COUNTERPART.get(v, v) for v in picked) if v in names]
+        if kept != picked:
+            st.session_state[f"{key}_views"] = kept
     chosen = st.multiselect("Views", names, default=default, format_func=views.VIEWS.get, key=f"{key}_views")
     options: dict = {}
     cols = st.columns([3, 2, 1])
@@ -128,7 +156,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             with status_box:
                 status(sess)
             snap = timeline_pick(sess, key)
-            history = sess.trainer.history
+            history = history_until(sess.trainer.history, snap.step)
             headline(snap, history)
             chosen, options, layer = view_options(snap, key, default_views, allowed_views)
             views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)

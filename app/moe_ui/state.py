@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
 import streamlit as st
 
 from moe_core.session import PlaygroundSession
 from moe_core.settings import CONTROLS, PlaygroundSettings
+from moe_core.step_cost import slow_step_warning
 
 HIDEABLE = {c.url for c in CONTROLS}
 
@@ -67,6 +69,9 @@ def get_session(key: str = "play", from_url: bool = True) -> PlaygroundSession:
             settings, warnings = PlaygroundSettings.from_query_params(dict(st.query_params.to_dict()))
             for w in warnings:
                 note_once(w)
+            slow = slow_step_warning(settings)
+            if slow:
+                note_once(slow)
         st.session_state[key] = PlaygroundSession(settings)
     return st.session_state[key]
 
@@ -79,10 +84,18 @@ def sync_url(settings: PlaygroundSettings) -> None:
         st.query_params.from_dict(wanted)
 
 
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain_text(message: str) -> str:
+    """`message` escaped for st.markdown and friends: a URL value such as `__import__` shows as typed, not bold."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", message)
+
+
 def show_notes() -> None:
-    """Warnings collected this run (bad URL values, resets), shown once each."""
+    """Warnings collected this run (bad URL values, resets), shown once each as plain text."""
     for message in st.session_state.pop("_notes", []):
-        st.warning(message, icon=":material/info:")
+        st.warning(plain_text(message), icon=":material/info:")
 
 
 def present_css() -> None:

@@ -10,11 +10,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from moe_core import figures
+from moe_core.figures.common import message_figure
 from moe_core.snapshot import Snapshot
 from moe_core.views import VIEW_TITLES
 
 VIEWS = VIEW_TITLES
-DEFAULT_VIEWS = ["routing_map", "load", "buffers", "curves"]
+DEFAULT_VIEWS = ["routing_map", "language", "load", "buffers", "curves"]  # the first two: 2-D or language
+BATCH_VIEWS = ("load", "buffers", "scaling")  # drawn from the last training batch
 DEFAULT_CURVES = ["task_loss", "max_vio", "dropped_frac"]
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
@@ -36,6 +38,14 @@ def builders(snap: Snapshot, history: pd.DataFrame, layer: int = 0,
              options: dict | None = None) -> dict[str, Callable[[], go.Figure]]:
     """One zero-argument figure builder per view (nothing is built until called)."""
     o = options or {}
+    if not snap.batch_tokens:  # step 0: these views draw the last training batch, and there is none yet
+        waiting = lambda name: lambda: message_figure(  # noqa: E731
+            VIEWS[name], "No training batch yet: press Step or Play to route one.")
+        return {**_builders(snap, history, layer, o), **{name: waiting(name) for name in BATCH_VIEWS}}
+    return _builders(snap, history, layer, o)
+
+
+def _builders(snap: Snapshot, history: pd.DataFrame, layer: int, o: dict) -> dict[str, Callable[[], go.Figure]]:
     return {
         "routing_map": lambda: figures.routing_map(snap, layer=layer, mode=o.get("map_mode", "top1")),
         "load": lambda: figures.expert_load(snap, layer=layer),

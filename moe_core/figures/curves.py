@@ -63,7 +63,7 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
     """
     title = "Training curves"
     if history is None or len(history) == 0:
-        return message_figure(title, "No steps yet: press Train to start.")
+        return message_figure(title, "No steps yet: press Play or Step to start training.")
     shown = _present(history, list(metrics))
     if not shown:
         return message_figure(title, "None of the chosen metrics has been recorded yet.")

@@ -27,3 +27,10 @@ def fresh(query: dict[str, str] | None = None, page: str | None = None) -> AppTe
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
+
+
+def warnings_text(at: AppTest) -> str:
+    """Every warning on the page as the learner reads it (notes are escaped for Markdown: drop the escapes)."""
+    import re
+
+    return " ".join(re.sub(r"\\(.)", r"\1", w.value) for w in at.warning)

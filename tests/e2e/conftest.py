@@ -1,5 +1,5 @@
 """Real-browser tests: the app served by `streamlit run` with the SHIPPED configuration, driven by
-Playwright in Debian's chromium (never a downloaded browser; see ../shared/reference/browser-testing.md).
+Playwright in Debian's chromium (never a downloaded browser: `playwright install` needs a CDN).
 
 Without chromium the tests skip with a reason; CI sets MOE_REQUIRE_BROWSER=1, which turns that into a
 failure so the browser suite cannot silently disappear. Screenshots of failures go to
