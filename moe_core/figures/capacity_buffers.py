@@ -18,13 +18,13 @@ from moe_core.figures.common import get_layer, make_figure
 from moe_core.figures.palette import (
     DROPPED_COLOR,
     EMPTY_COLOR,
-    MAX_TICK_LABELS,
     colored_name,
     expert_colors,
     expert_name,
     join_parts,
     layer_label,
     layout_dict,
+    tick_step,
 )
 from moe_core.snapshot import Snapshot
 
@@ -131,15 +131,15 @@ def capacity_buffers(snap: Snapshot, layer: int = 0, max_slots: int = 64) -> go.
                          line=dict(color="#111", width=2.5)))
     n_dropped = int((tokens - kept).sum())
     if C is None:
-        title = "Each expert's tokens (dropless: no capacity, nothing is dropped)"
+        title = "Each expert's tokens (dropless, no capacity)"
     else:
-        title = f"Each expert's buffer of C = {C} slots: {n_dropped} tokens dropped"
+        title = f"Buffers of C = {C} slots: {n_dropped} tokens dropped"
     per = "each square = 1 token" if n == 1 else f"each square = {n} tokens (rounded up)"
     sub = "red = arrived when the buffer was full" if C is not None else "every routed token is processed"
     layout = layout_dict(title, HEIGHT, join_parts(per, sub, layer_label(int(layer), len(snap.layers)),
                                                    f"step {snap.step}"))
     sep = 1 if w > 1 else 0
-    step = max(1, math.ceil(E / MAX_TICK_LABELS))
+    step = tick_step(E)
     ticks = list(range(0, E, step))
     row_ticks = list(range(0, rows + 1, max(1, math.ceil(rows / 6))))
     layout.update(

@@ -6,7 +6,7 @@ import math
 
 import plotly.graph_objects as go
 
-from moe_core.figures.common import grid_axes, make_figure, panel_title
+from moe_core.figures.common import PANEL_TITLE_PX, grid_axes, make_figure, panel_title
 from moe_core.figures.palette import join_parts, layout_dict
 from moe_core.snapshot import Snapshot
 
@@ -48,13 +48,13 @@ def sparsity_cost(snap: Snapshot) -> go.Figure:
     ]
     data[2].update(text=[f"{snap.step_ms:.1f} ms"], hovertemplate="last training step: %{y:.1f} ms<extra></extra>")
     axes = grid_axes(1, 3)
-    for suffix, domain in (("", [0.0, 0.26]), ("2", [0.34, 0.76]), ("3", [0.84, 1.0])):  # widest: 3 FLOPs bars
+    for suffix, domain in (("", [0.0, 0.26]), ("2", [0.34, 0.76]), ("3", [0.83, 1.0])):  # widest: 3 FLOPs bars
         axes[f"xaxis{suffix}"]["domain"] = domain
     ratio_p = total / active if math.isfinite(active) and active > 0 else nan
     ratio_f = float(flops.get("ratio_to_dense", nan))
-    sub = join_parts(f"E = {snap.n_experts}, k = {snap.top_k}, {snap.router}",
-                     f"stores {ratio_p:.1f}× the parameters it uses per token" if math.isfinite(ratio_p) else "",
-                     f"{ratio_f:.2f}× the compute of a same-width dense MLP" if math.isfinite(ratio_f) else "")
+    sub = join_parts(f"{snap.router}, E = {snap.n_experts}, k = {snap.top_k}",
+                     f"stores {ratio_p:.1f}× the parameters it uses" if math.isfinite(ratio_p) else "",
+                     f"{ratio_f:.2f}× the FLOPs of a same-width dense MLP" if math.isfinite(ratio_f) else "")
     layout = layout_dict("What sparsity buys, for one MoE layer", HEIGHT, sub)
     layout.update(axes)
     for suffix in ("", "2", "3"):
@@ -63,8 +63,8 @@ def sparsity_cost(snap: Snapshot) -> go.Figure:
     layout["annotations"] = [
         panel_title("parameters", axes["xaxis"], axes["yaxis"]),
         panel_title("FLOPs per token (forward)", axes["xaxis2"], axes["yaxis2"]),
-        panel_title("ms per training step", axes["xaxis3"], axes["yaxis3"]),
+        panel_title("ms per step", axes["xaxis3"], axes["yaxis3"]),
     ]
-    layout["margin"].update(t=layout["margin"]["t"] + 25, l=50)
+    layout["margin"].update(t=layout["margin"]["t"] + PANEL_TITLE_PX, l=50)
     layout["showlegend"] = False  # the bars are named on their axes
     return make_figure(data, layout)

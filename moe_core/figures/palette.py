@@ -42,14 +42,17 @@ NEUTRAL_COLOR = "#7F7F7F"  # grey: dropped parts of bars, data points
 UIREVISION = "moe-playground"  # constant, so Plotly keeps the user's zoom when a figure is rebuilt
 FONT_SIZE = 14
 TITLE_SIZE = 18
-MAX_TICK_LABELS = 16  # above this many experts, axes label every n-th expert only
+# above this many experts, axes name every n-th expert only (n from NICE_STEPS): ten names fit across a
+# half-width chart's plot without Plotly turning them on their side
+MAX_TICK_LABELS = 10
+NICE_STEPS = (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 128)
 # Plotly never wraps a title: what does not fit is cut at the figure's edge. The app draws two charts per row
 # (about 620 px each at a 1400 px window, less with the sidebar open), so titles stay within TITLE_CHARS
 # characters (about 400 px at TITLE_SIZE) and subtitles are wrapped between their " · " parts into lines of at
 # most SUBTITLE_CHARS characters (about 420 px at FONT_SIZE).
 TITLE_CHARS = 48
 SUBTITLE_CHARS = 64
-SUBTITLE_LINE_PX = 20  # each extra subtitle line lowers the plot by this much
+SUBTITLE_LINE_PX = 20  # height of one more subtitle line
 
 
 @lru_cache(maxsize=1)
@@ -121,19 +124,26 @@ def colored_name(e: int) -> str:
     return f"<span style='color:{_all_colors()[e]}'>■</span>{expert_name(e)}"
 
 
+def tick_step(n: int, max_labels: int = MAX_TICK_LABELS) -> int:
+    """The smallest step of NICE_STEPS (E0, E8, E16, ... rather than E0, E7, E14, ...) that names at most
+    max_labels of n items."""
+    need = max(1, math.ceil(n / max_labels))
+    return next((s for s in NICE_STEPS if s >= need), need)
+
+
 def expert_ticks(n_experts: int, colored: bool = False) -> dict:
-    """Axis settings naming experts 0..E-1, thinned to at most MAX_TICK_LABELS labels.
+    """Axis settings naming experts 0..E-1, thinned (tick_step) to at most MAX_TICK_LABELS labels.
 
     colored=True prefixes each name with a square in the expert's colour (HTML inside Plotly tick text), while
     every expert is labelled (E <= MAX_TICK_LABELS); thinned labels stay plain so they do not collide.
     """
-    step = max(1, math.ceil(n_experts / MAX_TICK_LABELS))
+    step = tick_step(n_experts)
     vals = list(range(0, n_experts, step))
     text = [colored_name(e) if colored and step == 1 else expert_name(e) for e in vals]
     return dict(tickmode="array", tickvals=vals, ticktext=text, range=[-0.5, n_experts - 0.5])
 
 
-def thin_ticks(n: int, max_labels: int = MAX_TICK_LABELS) -> list[int]:
+def thin_ticks(n: int, max_labels: int = 16) -> list[int]:
     """Every k-th index of range(n) so that at most max_labels remain (always starts at 0)."""
     return list(range(0, n, max(1, math.ceil(n / max_labels))))
 
@@ -189,14 +199,15 @@ def _template_json() -> str:
 
 def layout_dict(title: str, height: int = 400, subtitle: str = "") -> dict:
     """The common look as a plain layout dict (see base_layout); builders start from it. The subtitle is wrapped
-    (wrap_parts) so that it fits a half-width chart; the top margin grows with its lines."""
+    (wrap_parts) so that it fits a half-width chart; each extra line adds SUBTITLE_LINE_PX to the top margin and
+    to the height, so the plot keeps its size."""
     title_dict: dict = dict(text=title, x=0.01, xanchor="left", font=dict(size=TITLE_SIZE))
     lines = wrap_parts(subtitle) if subtitle else []
     if lines:
         title_dict["subtitle"] = dict(text="<br>".join(lines), font=dict(size=FONT_SIZE, color="#444"))
     return dict(
         title=title_dict,
-        height=int(height),
+        height=int(height) + SUBTITLE_LINE_PX * max(0, len(lines) - 1),
         template=json.loads(_template_json()),  # a fresh copy per figure
         font=dict(size=FONT_SIZE),
         hoverlabel=dict(font=dict(size=FONT_SIZE)),

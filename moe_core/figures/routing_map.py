@@ -201,7 +201,7 @@ def _background(snap: Snapshot, probs: np.ndarray, mode: str, gx, gy, lim: float
 
 
 _TITLES_2D = {
-    "top1": ("Which expert the router picks across the input plane",
+    "top1": ("Which expert the router picks across the plane",
              "colour = top-1 expert · pale = unsure (p ≈ 1/E), full = sure (p = 1)"),
     "second": ("The router's second choice across the plane",
                "colour = 2nd-ranked expert · full colour = nearly tied with the 1st (a contested border)"),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from moe_core.figures.common import grid_axes, make_figure, message_figure, panel_title
+from moe_core.figures.common import PANEL_TITLE_PX, grid_axes, make_figure, message_figure, panel_title
 from moe_core.figures.palette import layout_dict
 from moe_core.snapshot import Snapshot
 
 SEND_COLOR, RECV_COLOR, WAIT_COLOR = "#0072B2", "#56B4E9", "#D55E00"
-HEIGHT = 430
+HEIGHT = 470
 
 
 def scaling_out(snap: Snapshot) -> go.Figure:
@@ -26,34 +26,39 @@ def scaling_out(snap: Snapshot) -> go.Figure:
         return message_figure("Scaling out", f"Nothing to show: {why}.")
     W, ranks = data["world_size"], data["ranks"]
     kept = np.asarray(data["kept"])
-    labels = [f"device {r}<br>(E{ranks['experts'][r]})" for r in range(W)]
-    devices = [f"device {r}" for r in range(W)]
+    # devices are named by number on every axis ("device 0" four times did not fit a half-width chart and was
+    # turned on its side); the heatmap's rows also say which experts each device holds
+    devices = [str(r) for r in range(W)]
+    rows = [f"{r} (E{ranks['experts'][r]})" for r in range(W)]
     kib = {key: np.asarray(ranks[key], dtype=float) / 1024 for key in ("bytes_sent", "bytes_recv")}
     wait = 100 * np.asarray(ranks["modeled_wait"], dtype=float)
-    axes = grid_axes(1, 2, hspace=0.2)
-    axes["xaxis"]["domain"] = [0.0, 0.36]
-    axes["xaxis2"]["domain"] = [0.5, 0.9]
-    axes["yaxis"].update(autorange="reversed")
+    axes = grid_axes(1, 2)
+    axes["xaxis"].update(domain=[0.0, 0.36], title=dict(text="to device"), type="category")
+    axes["xaxis2"].update(domain=[0.56, 0.86], title=dict(text="device"), type="category")
+    axes["yaxis"].update(autorange="reversed", title=dict(text="from device"), type="category")
     axes["yaxis2"].update(title=dict(text="KiB per step"), rangemode="tozero")
     axes["yaxis3"] = dict(overlaying="y2", side="right", anchor="x2", range=[0, 100], tickvals=[0, 25, 50, 75, 100],
                           showgrid=False, title=dict(text="waiting (%)"))
     traces = [
-        dict(type="heatmap", z=kept, x=labels, y=labels, colorscale=[[0, "#F7FBFF"], [1, "#08306B"]], text=kept,
-             texttemplate="%{text}", showscale=False, xaxis="x", yaxis="y", name="token slots",
-             hovertemplate="%{y} -> %{x}: %{z} token slots<extra></extra>"),
+        dict(type="heatmap", z=kept, x=devices, y=rows, colorscale=[[0, "#F7FBFF"], [1, "#08306B"]], text=kept,
+             texttemplate="%{text}", showscale=False, xaxis="x", yaxis="y", name="token slots", showlegend=False,
+             hovertemplate="device %{y} -> device %{x}: %{z} token slots<extra></extra>"),
         dict(type="bar", x=devices, y=kib["bytes_sent"], name="KiB sent", marker=dict(color=SEND_COLOR),
-             xaxis="x2", yaxis="y2"),
+             xaxis="x2", yaxis="y2", hovertemplate="device %{x}: %{y:,.1f} KiB sent<extra></extra>"),
         dict(type="bar", x=devices, y=kib["bytes_recv"], name="KiB received", marker=dict(color=RECV_COLOR),
-             xaxis="x2", yaxis="y2"),
+             xaxis="x2", yaxis="y2", hovertemplate="device %{x}: %{y:,.1f} KiB received<extra></extra>"),
         dict(type="scatter", x=devices, y=wait, name="% of step waiting", mode="markers+lines", xaxis="x2",
-             yaxis="y3", marker=dict(size=11, color=WAIT_COLOR), line=dict(color=WAIT_COLOR, dash="dot")),
+             yaxis="y3", marker=dict(size=11, color=WAIT_COLOR), line=dict(color=WAIT_COLOR, dash="dot"),
+             hovertemplate="device %{x}: waits %{y:.0f} % of the step<extra></extra>"),
     ]
     total = float(np.sum(ranks["bytes_sent"])) / 1024
-    sub = (f"{W} devices · {total:,.0f} KiB all-to-all per step (k = {data['top_k']}, d = {data['d_model']}, "
-           f"float32, forward + backward) · an idle device waits for the busiest one")
-    layout = layout_dict(f"Scaling out: experts on {W} devices, tokens travel all-to-all", HEIGHT, sub)
+    sub = (f"{total:,.0f} KiB all-to-all per step (k = {data['top_k']}, d = {data['d_model']}, float32, "
+           f"forward + backward) · an idle device waits for the busiest one")
+    layout = layout_dict(f"Scaling out to {W} devices: all-to-all traffic", HEIGHT, sub)
     layout.update(axes, barmode="group")
-    layout["annotations"] = [panel_title("token slots sent: from (row) to (column)", axes["xaxis"], axes["yaxis"]),
+    # the legend under the panels, not beside them: at half width a side legend left each panel ~150 px
+    layout["legend"].update(orientation="h", x=1.0, xanchor="right", y=-0.2, yanchor="top")
+    layout["annotations"] = [panel_title("token slots sent", axes["xaxis"], axes["yaxis"]),
                              panel_title("per device, one step", axes["xaxis2"], axes["yaxis2"])]
-    layout["margin"].update(t=layout["margin"]["t"] + 25)
+    layout["margin"].update(t=layout["margin"]["t"] + PANEL_TITLE_PX, b=layout["margin"]["b"] + 40)
     return make_figure(traces, layout)

@@ -8,13 +8,14 @@ import numpy as np
 import plotly.graph_objects as go
 
 from moe_core.figures.common import get_layer, group_kind, group_name, make_figure, message_figure
-from moe_core.figures.palette import MAX_TICK_LABELS, colorscale, expert_ticks, join_parts, layer_label, layout_dict
+from moe_core.figures.palette import colorscale, expert_ticks, join_parts, layer_label, layout_dict
 from moe_core.snapshot import Snapshot
 
 NORMALIZE = ("row", "column", "none")
 HEIGHT = 420
 SHARE_SCALE = colorscale("Blues")
 MAX_CELL_TEXT = 160  # write the value in each cell up to this many cells
+MAX_TEXT_COLUMNS = 12  # and up to this many experts: "0.14" needs about 30 px of a half-width chart
 
 
 def normalized_counts(counts: np.ndarray, normalize: str) -> np.ndarray:
@@ -68,7 +69,7 @@ def specialization(snap: Snapshot, layer: int = 0, normalize: str = "row") -> go
                                           "slots" if view.group_counts_basis == "slots" else "count", side="right"),
                                thickness=14),
                  hovertemplate=f"%{{customdata}} → E%{{x}}: {fmt}<extra></extra>")
-    if E <= MAX_TICK_LABELS and G * E <= MAX_CELL_TEXT:  # more cells than that and the numbers would collide
+    if E <= MAX_TEXT_COLUMNS and G * E <= MAX_CELL_TEXT:  # more cells than that and the numbers would collide
         trace.update(texttemplate=fmt, textfont=dict(size=13))
     mi = float(view.mutual_information)
     mi_max = math.log(min(G, E)) if min(G, E) > 1 else 0.0
@@ -103,7 +104,7 @@ def co_activation(snap: Snapshot, layer: int = 0) -> go.Figure:
                  xgap=1 if E <= 32 else 0, ygap=1 if E <= 32 else 0, hoverongaps=False, name="co-activation",
                  showlegend=False, colorbar=dict(title=dict(text="P(j | i)", side="right"), thickness=14),
                  hovertemplate="token chose E%{y}: also chose E%{x} with p = %{z:.2f}<extra></extra>")
-    if E <= 12:
+    if E <= MAX_TEXT_COLUMNS:
         trace.update(texttemplate="%{z:.2f}", textfont=dict(size=13))
     sub = join_parts("row i: how often a token that chose expert i also chose expert j",
                      layer_label(int(layer), len(snap.layers)), f"step {snap.step}")

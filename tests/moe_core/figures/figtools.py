@@ -153,3 +153,46 @@ def all_text(fig: go.Figure) -> str:
     parts += [a.text or "" for a in layout.annotations]
     parts += [t.name or "" for t in fig.data]
     return " | ".join(parts)
+
+
+# -- will it fit? (estimates: Plotly never wraps text, it cuts it at the figure's edge or lets it overlap) ------
+HALF_WIDTH_PX = 620  # one of two charts per row at a 1400 px window
+CHAR_EM = 0.55  # average character width in em of the fonts Plotly falls back to (generous for lowercase)
+
+
+def text_px(text: str, size: float) -> float:
+    """Estimated width in px of a Plotly text at font size `size`."""
+    from moe_core.figures.palette import visible_length
+
+    return CHAR_EM * size * visible_length(text)
+
+
+def plot_px(fig: go.Figure, width: float = HALF_WIDTH_PX) -> tuple[float, float]:
+    """(left, right) in px of the plot area of a `width`-px figure: margins, and a vertical legend on the right."""
+    layout = fig.layout
+    left, right = layout.margin.l or 0, width - (layout.margin.r or 0)
+    if layout.showlegend is not False and layout.legend.orientation != "h":
+        names = [t.name or "" for t in fig.data if t.showlegend is not False and t.name]
+        if names:
+            right -= 40 + max(text_px(n, layout.legend.font.size or 14) for n in names)
+    return left, right
+
+
+def panel_title_spans(fig: go.Figure, width: float = HALF_WIDTH_PX) -> list[tuple[float, float, str]]:
+    """(left px, right px, text) of each panel title (a paper-referenced annotation centred above a panel)."""
+    left, right = plot_px(fig, width)
+    spans = []
+    for a in fig.layout.annotations:
+        if a.xref == "paper" and a.xanchor == "center" and a.yanchor == "bottom":
+            centre = left + a.x * (right - left)
+            half = text_px(a.text, a.font.size or 14) / 2
+            spans.append((centre - half, centre + half, a.text))
+    return spans
+
+
+def assert_panel_titles_fit(fig: go.Figure, width: float = HALF_WIDTH_PX) -> None:
+    spans = sorted(panel_title_spans(fig, width))
+    assert spans, "no panel titles"
+    assert spans[0][0] >= 0 and spans[-1][1] <= width, f"a panel title leaves a {width} px figure: {spans}"
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+        assert end + 8 <= start, f"panel titles {a!r} and {b!r} overlap at {width} px"

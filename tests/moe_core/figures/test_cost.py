@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from figtools import all_text, arr, assert_valid, crafted_snapshot
+from figtools import HALF_WIDTH_PX, all_text, arr, assert_panel_titles_fit, assert_valid, crafted_snapshot
 
 from moe_core.figures.cost import human, sparsity_cost
 
@@ -19,7 +19,7 @@ def test_three_panels_with_the_snapshot_numbers():
                                               2 * snap.parameters["total"]])
     np.testing.assert_allclose(arr(ms.y), [12.5])
     text = all_text(fig)
-    assert "parameters" in text and "FLOPs per token" in text and "ms per training step" in text
+    assert "parameters" in text and "FLOPs per token" in text and "ms per step" in text
     assert "E = 8, k = 2" in fig.layout.title.subtitle.text
     assert_valid(fig)
 
@@ -34,3 +34,9 @@ def test_missing_numbers_do_not_break_it():
 @pytest.mark.parametrize("n, text", [(12, "12"), (49_664, "49.7k"), (12_345_678, "12.3M"), (float("nan"), "?")])
 def test_human_numbers(n, text):
     assert human(n) == text
+
+
+@pytest.mark.parametrize("width", [HALF_WIDTH_PX, 1300])
+def test_panel_titles_fit_side_by_side(width):
+    # "ms per training step" over the narrow third panel ran into its neighbour and off the figure
+    assert_panel_titles_fit(sparsity_cost(crafted_snapshot(E=8, k=2)), width)

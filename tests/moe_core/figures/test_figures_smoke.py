@@ -9,6 +9,7 @@ from figtools import assert_valid, crafted_snapshot
 from moe_core import figures as F
 from moe_core.config import MoEConfig
 from moe_core.datasets import DataConfig
+from moe_core.figures.palette import SUBTITLE_CHARS, TITLE_CHARS, visible_length
 from moe_core.models import ModelConfig
 from moe_core.trainer import TrainConfig, Trainer
 
@@ -65,7 +66,23 @@ def test_every_figure_from_crafted_edge_cases(kwargs):
     for fig in _every_figure(snap, history):
         assert_valid(fig)
         assert fig.layout.uirevision and fig.layout.font.size >= 14
+        assert_title_fits(fig)
     F.probe_text_html(snap)
+
+
+def assert_title_fits(fig) -> None:
+    """Plotly cuts a title at the figure's edge: titles stay within TITLE_CHARS, subtitle lines SUBTITLE_CHARS."""
+    title = fig.layout.title
+    assert visible_length(title.text or "") <= TITLE_CHARS, f"title too long for a half-width chart: {title.text!r}"
+    for line in (title.subtitle.text or "").split("<br>"):
+        assert visible_length(line) <= SUBTITLE_CHARS, f"subtitle line too long: {line!r}"
+
+
+def test_every_title_fits_a_half_width_chart(trained):
+    snap, history = trained
+    for fig in [*_every_figure(snap, history), F.scaling_out(snap),
+                *(F.training_curves(history, [m]) for m in CURVES)]:
+        assert_title_fits(fig)
 
 
 def test_builders_stay_pure():

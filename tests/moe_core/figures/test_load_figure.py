@@ -73,3 +73,22 @@ def test_hover_names_routed_kept_dropped():
     kept = one(fig, "bar", "kept (colour = expert)")
     assert "routed" in kept.hovertemplate and "dropped" in kept.hovertemplate
     assert arr(kept.customdata).shape == (4, 3)
+
+
+@pytest.mark.parametrize("tokens, apart", [([8, 5, 4, 3], False),  # fair share 5 = C
+                                           ([8, 5, 4, 4], False),  # 5.25, close to C = 5
+                                           ([30, 5, 4, 1], True)])  # 10, far above C
+def test_capacity_and_fair_share_labels_never_share_a_height(tokens, apart):
+    # "capacity C = 32" and "fair share = 32" were drawn side by side on one line and ran into each other
+    snap = crafted_snapshot(E=4, k=2, capacity=5)
+    view = snap.layers[0]
+    view.tokens_per_expert = np.array(tokens)
+    view.kept_per_expert = np.minimum(view.tokens_per_expert, 5)
+    cap, fair = expert_load(snap).layout.annotations
+    assert cap.text == "capacity C = 5" and fair.text.startswith("fair share = ")
+    assert (cap.y, cap.yanchor) != (fair.y, fair.yanchor)
+    if apart:  # both sit on their lines
+        assert cap.yanchor == fair.yanchor == "bottom"
+    else:  # the higher line's label above it, the lower one's below
+        assert {cap.yanchor, fair.yanchor} == {"bottom", "top"}
+        assert (cap.yanchor == "bottom") == (cap.y >= fair.y)

@@ -9,6 +9,8 @@ import pytest
 
 from moe_core.figures.palette import (
     FONT_SIZE,
+    MAX_TICK_LABELS,
+    NICE_STEPS,
     SUBTITLE_CHARS,
     SUBTITLE_LINE_PX,
     UIREVISION,
@@ -20,6 +22,7 @@ from moe_core.figures.palette import (
     hex_to_rgb,
     layout_dict,
     text_color_on,
+    tick_step,
     visible_length,
     with_alpha,
     wrap_parts,
@@ -56,11 +59,19 @@ def test_names_alpha_and_text_colour():
     assert text_color_on("#F0E442") == "#111111" and text_color_on("#332288") == "#FFFFFF"
 
 
-def test_expert_ticks_thin_out_above_16():
+def test_expert_ticks_thin_out_above_10_with_nice_steps():
     assert expert_ticks(8)["tickvals"] == list(range(8))
+    assert expert_ticks(10, colored=True)["ticktext"][9].endswith("E9")  # every expert, with its colour
+    # 14 experts: 14 names were turned on their side on a half-width chart; every 2nd expert now
+    assert expert_ticks(14)["tickvals"] == [0, 2, 4, 6, 8, 10, 12]
     t = expert_ticks(64)
-    assert len(t["tickvals"]) <= 16 and t["tickvals"][0] == 0 and t["ticktext"][1] == "E4"
+    assert t["tickvals"] == list(range(0, 64, 8)) and t["ticktext"][1] == "E8"
     assert t["range"] == [-0.5, 63.5]
+    for E in range(1, 257):
+        t = expert_ticks(E, colored=True)
+        assert 1 <= len(t["tickvals"]) <= MAX_TICK_LABELS and t["tickvals"][0] == 0
+        assert tick_step(E) in NICE_STEPS and (E <= MAX_TICK_LABELS) == (tick_step(E) == 1)
+        assert all("■" not in text for text in t["ticktext"]) or E <= MAX_TICK_LABELS
 
 
 def test_base_layout_is_projector_readable_and_keeps_zoom():
@@ -81,7 +92,7 @@ def test_wrap_parts_breaks_between_parts_then_words():
     assert wrap_parts("") == []
 
 
-def test_long_subtitles_wrap_and_push_the_plot_down():
+def test_long_subtitles_wrap_and_the_figure_grows():
     one = layout_dict("t", 400, "a · b")
     long = "share of each domain's routing slots · 0 nats = no specialization, max 1.39 = ln 4 · layer 1 of 2"
     three = layout_dict("t", 400, long + " · " + long[:60])
@@ -89,6 +100,7 @@ def test_long_subtitles_wrap_and_push_the_plot_down():
     assert len(lines) == 3 and all(visible_length(line) <= SUBTITLE_CHARS for line in lines)
     assert " · ".join(lines) == long + " · " + long[:60]  # nothing lost: every break was at a " · "
     assert three["margin"]["t"] == one["margin"]["t"] + 2 * SUBTITLE_LINE_PX
+    assert three["height"] == one["height"] + 2 * SUBTITLE_LINE_PX  # the plot keeps its size
     assert "subtitle" not in layout_dict("t", 400)["title"] and layout_dict("t", 400)["margin"]["t"] == 60
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from figtools import HALF_WIDTH_PX, assert_panel_titles_fit
 
 from moe_core.ep_traffic import implied_traffic
 from moe_core.figures import scaling_out
@@ -43,3 +45,17 @@ def test_the_fast_figure_is_valid_plotly():
 
     _, snap = _snap(n_experts=8, top_k=2)
     go.Figure(scaling_out(snap).to_dict())  # full validation: raises on any invalid property
+
+
+@pytest.mark.parametrize("width", [HALF_WIDTH_PX, 1300])
+def test_panels_fit_a_half_width_chart(width):
+    # at half width the side legend left each panel ~150 px: panel titles ran together and "device 0" labels
+    # were turned on their side
+    _, snap = _snap(n_experts=8, top_k=2, capacity_factor=1.25)
+    fig = scaling_out(snap)
+    assert fig.layout.legend.orientation == "h"
+    assert_panel_titles_fit(fig, width)
+    heat, sent = fig.data[0], fig.data[1]
+    assert list(heat.x) == list(sent.x) == ["0", "1", "2", "3"]
+    assert list(heat.y) == ["0 (E0-1)", "1 (E2-3)", "2 (E4-5)", "3 (E6-7)"]
+    assert fig.layout.xaxis.title.text == "to device" and fig.layout.yaxis.title.text == "from device"
