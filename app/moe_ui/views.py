@@ -31,6 +31,10 @@ def available_views(snap: Snapshot) -> list[str]:
 
 
 def chart(fig: go.Figure, key: str) -> None:
+    from moe_ui.state import presenter_mode
+
+    if presenter_mode():  # ?present=1 enlarges the page's text: the charts' text follows
+        fig = figures.presenter_fonts(fig)
     st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, width="stretch", theme=None)
 
 

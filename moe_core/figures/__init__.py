@@ -13,7 +13,7 @@ from moe_core.figures.cost import sparsity_cost
 from moe_core.figures.curves import METRIC_LABELS, training_curves
 from moe_core.figures.language import expert_legend_html, probe_text_html, top_tokens_figure
 from moe_core.figures.load import expert_load
-from moe_core.figures.palette import base_layout, expert_colors, expert_name, with_alpha
+from moe_core.figures.palette import base_layout, expert_colors, expert_name, presenter_fonts, with_alpha
 from moe_core.figures.probabilities import router_probabilities
 from moe_core.figures.routing_map import MODES, routing_map
 from moe_core.figures.scaling import scaling_out
@@ -29,6 +29,7 @@ __all__ = [
     "expert_legend_html",
     "expert_load",
     "expert_name",
+    "presenter_fonts",
     "probe_text_html",
     "router_probabilities",
     "routing_map",

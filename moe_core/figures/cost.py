@@ -42,8 +42,9 @@ def sparsity_cost(snap: Snapshot) -> go.Figure:
     same_params = 2.0 * total  # a dense layer touching every parameter: one multiply-add (2 FLOPs) per weight
     data = [
         _bars(["stored", "active<br>per token"], [total, active], [DENSE_COLOR, MOE_COLOR], "", "parameters"),
-        _bars(["this MoE", "dense,<br>same width", "dense,<br>same size"],
-              [moe_flops, dense_flops, same_params], [MOE_COLOR, DENSE_COLOR, DENSE_COLOR], "2", "FLOPs per token"),
+        _bars(["this MoE", "dense,<br>same<br>width", "dense,<br>same<br>size"],  # 1/3 of a narrow panel
+              [moe_flops, dense_flops, same_params], [MOE_COLOR, DENSE_COLOR, DENSE_COLOR], "2",
+              "FLOPs per token (forward)"),
         _bars(["last step"], [float(snap.step_ms)], [MOE_COLOR], "3", "ms"),
     ]
     data[2].update(text=[f"{snap.step_ms:.1f} ms"], hovertemplate="last training step: %{y:.1f} ms<extra></extra>")
@@ -62,7 +63,7 @@ def sparsity_cost(snap: Snapshot) -> go.Figure:
         layout[f"xaxis{suffix}"].update(tickfont=dict(size=14), tickangle=0, automargin=True)
     layout["annotations"] = [
         panel_title("parameters", axes["xaxis"], axes["yaxis"]),
-        panel_title("FLOPs per token (forward)", axes["xaxis2"], axes["yaxis2"]),
+        panel_title("FLOPs per token", axes["xaxis2"], axes["yaxis2"]),
         panel_title("ms per step", axes["xaxis3"], axes["yaxis3"]),
     ]
     layout["margin"].update(t=layout["margin"]["t"] + PANEL_TITLE_PX, l=50)

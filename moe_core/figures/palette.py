@@ -53,6 +53,9 @@ NICE_STEPS = (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 40, 50, 64, 100, 128)
 TITLE_CHARS = 48
 SUBTITLE_CHARS = 64
 SUBTITLE_LINE_PX = 20  # height of one more subtitle line
+TITLE_TOP_PX = 42  # where a title with a subtitle sits (its middle, from the top): Plotly's own choice, the middle
+# of the top margin, would move it down half of every extra subtitle line and the subtitle into the plot
+PRESENTER_SCALE = 1.25  # presenter mode (?present=1) sets the page's text at 20 px instead of 16: charts follow
 
 
 @lru_cache(maxsize=1)
@@ -200,14 +203,16 @@ def _template_json() -> str:
 def layout_dict(title: str, height: int = 400, subtitle: str = "") -> dict:
     """The common look as a plain layout dict (see base_layout); builders start from it. The subtitle is wrapped
     (wrap_parts) so that it fits a half-width chart; each extra line adds SUBTITLE_LINE_PX to the top margin and
-    to the height, so the plot keeps its size."""
+    to the height, so the plot keeps its size. meta.subtitle keeps it unwrapped (presenter_fonts re-wraps it)."""
     title_dict: dict = dict(text=title, x=0.01, xanchor="left", font=dict(size=TITLE_SIZE))
     lines = wrap_parts(subtitle) if subtitle else []
+    height = int(height) + SUBTITLE_LINE_PX * max(0, len(lines) - 1)
     if lines:
         title_dict["subtitle"] = dict(text="<br>".join(lines), font=dict(size=FONT_SIZE, color="#444"))
+        title_dict.update(y=1 - TITLE_TOP_PX / height, yref="container", yanchor="middle")
     return dict(
         title=title_dict,
-        height=int(height) + SUBTITLE_LINE_PX * max(0, len(lines) - 1),
+        height=height,
         template=json.loads(_template_json()),  # a fresh copy per figure
         font=dict(size=FONT_SIZE),
         hoverlabel=dict(font=dict(size=FONT_SIZE)),
@@ -215,7 +220,66 @@ def layout_dict(title: str, height: int = 400, subtitle: str = "") -> dict:
         showlegend=True,
         margin=dict(l=70, r=30, t=95 + SUBTITLE_LINE_PX * (len(lines) - 1) if lines else 60, b=60),
         uirevision=UIREVISION,
+        **({"meta": {"subtitle": subtitle}} if lines else {}),
     )
+
+
+def _scale_fonts(node, scale: float) -> None:
+    """Multiply, in place, the size of every font dict (font, tickfont, textfont, ...) below node; the template
+    is left alone. A table's row heights grow with its text."""
+    if isinstance(node, list):
+        for item in node:
+            _scale_fonts(item, scale)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "template" or not isinstance(value, (dict, list)):
+                continue
+            if isinstance(value, dict) and key.endswith("font") and isinstance(value.get("size"), (int, float)):
+                size = round(value["size"] * scale, 1)
+                value["size"] = int(size) if size.is_integer() else size
+            _scale_fonts(value, scale)
+        if node.get("type") == "table":
+            for part in ("header", "cells"):
+                if isinstance(node.get(part, {}).get("height"), (int, float)):
+                    node[part]["height"] = round(node[part]["height"] * scale)
+
+
+def presenter_fonts(fig: go.Figure, scale: float = PRESENTER_SCALE) -> go.Figure:
+    """A copy of fig with every text `scale` times larger, for a projector (the app's ?present=1).
+
+    Like a zoom: margins, height (so the legend and the plot keep room for the larger text) and table rows grow
+    by the same factor. The width is still the page's, so the subtitle is re-wrapped (from layout_dict's
+    meta.subtitle) to the narrower budget SUBTITLE_CHARS / scale, the figure growing by any extra line.
+    fig is not changed.
+    """
+    if not 0.5 <= scale <= 4:
+        raise ValueError(f"scale={scale!r} is out of range: allowed 0.5..4")
+    spec = fig.to_plotly_json()
+    data, layout = spec.get("data", []), spec.get("layout", {})
+    _scale_fonts(data, scale)
+    _scale_fonts(layout, scale)
+    layout.setdefault("font", {}).setdefault("size", round(FONT_SIZE * scale))
+    margin = layout.get("margin", {})
+    for side in ("l", "r", "t", "b"):
+        if isinstance(margin.get(side), (int, float)):
+            margin[side] = round(margin[side] * scale)
+    extra = 0
+    subtitle = layout.get("title", {}).get("subtitle", {})
+    if subtitle.get("text"):
+        text = layout.get("meta", {}).get("subtitle", subtitle["text"])  # unwrapped, when layout_dict made it
+        lines = wrap_parts(text, int(SUBTITLE_CHARS / scale))
+        extra = round(SUBTITLE_LINE_PX * scale * (len(lines) - len(re.split(r"<br\s*/?>", subtitle["text"]))))
+        subtitle["text"] = "<br>".join(lines)
+        if "t" in margin:
+            margin["t"] += extra
+    if isinstance(layout.get("height"), (int, float)):
+        layout["height"] = round(layout["height"] * scale) + extra
+        if subtitle.get("text") and layout["title"].get("yref") == "container":  # keep layout_dict's title place
+            layout["title"]["y"] = 1 - TITLE_TOP_PX * scale / layout["height"]
+    try:
+        return go.Figure(data=data, layout=layout, _validate=False)
+    except TypeError:  # a plotly without the private switch
+        return go.Figure(data=data, layout=layout)
 
 
 def base_layout(fig: go.Figure, title: str, height: int = 400, subtitle: str = "") -> go.Figure:
