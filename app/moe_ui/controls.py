@@ -114,9 +114,9 @@ def render_controls(
             control("n_classes", lambda: st.slider(label, lo, hi, **kw("n_classes")))
 
     def seed_row() -> None:
-        cols = st.columns([3, 2], vertical_alignment="bottom")
+        cols = st.columns(2, vertical_alignment="bottom")
         cols[0].number_input("Seed", 0, 999_999, step=1, **kw("seed"))
-        cols[1].button("New data", key=f"{prefix}__regen", on_click=_bump_seed, args=(prefix,),
+        cols[1].button("New data", key=f"{prefix}__regen", on_click=_bump_seed, args=(prefix,), width="stretch",
                        disabled=kw("seed")["disabled"], help="Draw a fresh data set and start again (seed + 1).")
 
     control("seed", seed_row)

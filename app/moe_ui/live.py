@@ -119,22 +119,23 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
             st.session_state[f"{key}_views"] = kept
     chosen = st.multiselect("Views", names, default=default, format_func=views.VIEWS.get, key=f"{key}_views")
     options: dict = {}
-    cols = st.columns([3, 2, 1])
+    cols = st.columns([3, 2])
     if "routing_map" in chosen:
         options["map_mode"] = cols[0].segmented_control(
             "Routing map shows", ["top1", "second", "entropy", "prediction"], default="top1", key=f"{key}_mapmode",
             format_func={"top1": "1st choice", "second": "2nd choice", "entropy": "gate entropy",
                          "prediction": "prediction"}.get) or "top1"
-    if "curves" in chosen:
-        from moe_core.figures import METRIC_LABELS
-
-        options["curves"] = cols[1].multiselect("Curves", list(METRIC_LABELS), default=views.DEFAULT_CURVES,
-                                                format_func=METRIC_LABELS.get, key=f"{key}_curves")
-        options["log_y"] = cols[1].toggle("Log scale", key=f"{key}_logy")
     layer = 0
     if len(snap.layers) > 1:
-        layer = cols[2].segmented_control("Layer", list(range(len(snap.layers))), default=0, key=f"{key}_layer",
+        layer = cols[1].segmented_control("Layer", list(range(len(snap.layers))), default=0, key=f"{key}_layer",
                                           format_func=lambda i: f"layer {i + 1}") or 0
+    if "curves" in chosen:  # a full-width row: every added curve stays visible in the box
+        from moe_core.figures import METRIC_LABELS
+
+        row = st.columns([5, 1], vertical_alignment="bottom")
+        options["curves"] = row[0].multiselect("Curves", list(METRIC_LABELS), default=views.DEFAULT_CURVES,
+                                               format_func=METRIC_LABELS.get, key=f"{key}_curves")
+        options["log_y"] = row[1].toggle("Log scale", key=f"{key}_logy")
     return chosen, options, layer
 
 

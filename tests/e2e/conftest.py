@@ -95,9 +95,37 @@ def artifacts() -> Path:
     return path
 
 
+APP_LOG = "streamlit-e2e.log"
+
+
+def tracebacks(text: str) -> list[str]:
+    """The tracebacks in a server log, each with the lines that say what failed."""
+    blocks = text.split("Traceback (most recent call last):")[1:]
+    return ["Traceback (most recent call last):" + block[:2000] for block in blocks]
+
+
 @pytest.fixture(scope="session")
 def app_url(artifacts) -> Iterator[str]:
     port = free_port()
-    proc = start_app(port, log_path=artifacts / "streamlit-e2e.log")
+    proc = start_app(port, log_path=artifacts / APP_LOG)
     yield f"http://127.0.0.1:{port}"
     stop_app(proc)
+    found = tracebacks((artifacts / APP_LOG).read_text(errors="replace"))
+    if found:  # a learner saw "This app has encountered an error" (or worse, nothing) somewhere in the run
+        pytest.fail(f"the app server logged {len(found)} traceback(s) during the browser tests:\n{found[0]}")
+
+
+@pytest.fixture(autouse=True)
+def no_server_traceback(request, artifacts) -> Iterator[None]:
+    """Fail the test during which the shared app server logged a traceback (the run-wide check is app_url's)."""
+    if "app_url" not in request.fixturenames:
+        yield
+        return
+    log = artifacts / APP_LOG
+    start = log.stat().st_size if log.exists() else 0
+    yield
+    if log.exists():
+        with open(log, "rb") as f:
+            f.seek(start)
+            found = tracebacks(f.read().decode(errors="replace"))
+        assert not found, f"the app server logged a traceback during this test:\n{found[0]}"
