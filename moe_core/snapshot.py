@@ -124,11 +124,25 @@ def group_counts(info: RoutingInfo, groups: torch.Tensor, n_groups: int) -> tupl
     choice, the argmax of its router probabilities, is counted instead ("first_choice"): the routing map's
     top-1 colours and lesson_checks.ownership.
     """
-    mask = info.selected & ~info.dropped
-    if mask.shape[1] == info.n_experts and bool(mask.all()):
-        top1 = info.router_probs.argmax(-1, keepdim=True)  # (T, 1)
+    if every_expert_runs(info):
+        top1 = first_choice(info)[:, None]  # (T, 1)
         return metrics.expert_label_counts(top1, groups, info.n_experts, n_groups), "first_choice"
+    mask = info.selected & ~info.dropped
     return metrics.expert_label_counts(info.expert_index, groups, info.n_experts, n_groups, mask), "slots"
+
+
+def every_expert_runs(info: RoutingInfo) -> bool:
+    """Every token keeps a slot on every expert (dense, soft, top-k with k = E and nothing dropped)."""
+    mask = info.selected & ~info.dropped
+    return mask.shape[1] == info.n_experts and bool(mask.all())
+
+
+def first_choice(info: RoutingInfo) -> torch.Tensor:
+    """(T,) each token's first-choice expert: its first slot, or the argmax of its router probabilities when
+    every expert runs (the slots then list the experts in index order, so the first slot would always be E0)."""
+    if every_expert_runs(info):
+        return info.router_probs.argmax(-1)
+    return info.expert_index[:, 0]
 
 
 def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, probe: slice) -> list[LayerView]:
@@ -210,12 +224,12 @@ def _language_snapshot(trainer: Trainer) -> Snapshot:
     for chunk in chunks:
         _, chunk_infos = trainer.model(chunk[None])
         for li, info in enumerate(chunk_infos):
-            per_layer[li].append(info.expert_index[:, 0].cpu().numpy())
+            per_layer[li].append(first_choice(info).cpu().numpy())
     flat_ids = windows[:, :-1].reshape(-1).cpu().numpy()
     vocab = trainer.stream.vocab
     for li, (view, info) in enumerate(zip(views, infos, strict=True)):
         view.probe_text_experts = np.concatenate(per_layer[li])
-        top1 = info.expert_index[:, 0].cpu().numpy()
+        top1 = first_choice(info).cpu().numpy()
         view.top_tokens = []
         for e in range(cfg.n_experts):
             chars, counts = np.unique(flat_ids[top1 == e], return_counts=True)

@@ -56,3 +56,10 @@ def test_top_k_counts_slots_unless_every_expert_runs(top_k, basis):
         assert counts.sum() == len(groups), "one count per test point"
     assert torch.equal(counts, expected)
     assert t.snapshot(grid_size=8).layers[0].group_counts_basis == basis
+
+
+def test_characters_by_expert_use_the_first_choice_when_every_expert_runs():
+    t = _trained(30, dataset="tokens", router="dense", n_experts=4)
+    view = t.snapshot().layers[0]
+    assert len(set(view.probe_text_experts.tolist())) > 1, "the dense router's characters are not all E0"
+    assert sum(1 for tokens in view.top_tokens if tokens) > 1, "more than one expert lists characters"
