@@ -86,7 +86,8 @@ st.markdown(step.text)
 st.info(f"**Try this:** {step.try_this}", icon=":material/touch_app:")
 
 live.transport(sess, key="les")
-live.live_area(sess, key=st.session_state["lesson_views_key"], default_views=step.views, allowed_views=step.views)
+live.live_area(sess, key=st.session_state["lesson_views_key"], default_views=step.views, allowed_views=step.views,
+               stop_at=step.budget or None)
 
 if step.check is not None:
     with st.container(border=True):

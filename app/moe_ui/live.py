@@ -98,7 +98,8 @@ def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
 
 
 COUNTERPART = {"routing_map": "language", "language": "routing_map"}  # the same place in 2-D and in text
-VIEW_STATE = ("views", "mapmode", "curves", "logy", "layer", "timeline", "timeline_latest", "was_running")
+VIEW_STATE = ("views", "mapmode", "curves", "logy", "layer", "timeline", "timeline_latest", "was_running",
+              "budget_done")
 
 
 def forget_view_state(key: str) -> None:
@@ -140,10 +141,12 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
 
 
 def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None = None,
-              allowed_views: list[str] | None = None) -> None:
+              allowed_views: list[str] | None = None, stop_at: int | None = None) -> None:
     """The ticking fragment: train a time-boxed chunk, then redraw. No threads. A fragment rerun (the timer's tick)
     waits for the server's TICK_SLOTS and trains for a fair share of the server's training time; the same fragment
-    inside a full run (the learner did something) does not wait for a tick slot."""
+    inside a full run (the learner did something) does not wait for a tick slot.
+
+    stop_at: a lesson step's budget. Training pauses when it reaches that step and says so; Play goes on past it."""
 
     @st.fragment(run_every=TICK_SECONDS if sess.running else None)
     def tick() -> None:
@@ -152,10 +155,23 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
             # (Streamlit then stops this run) ends here instead of training for a page that is gone.
             status_box = st.empty()
+            reached = False
             if sess.running:
-                sess.tick(budget_s=TRAIN_BUDGET_S, only_if_running=True, fair=True)
+                before = sess.step
+                steps = sess.settings.steps_per_tick
+                if stop_at is not None and before < stop_at:
+                    steps = min(steps, stop_at - before)  # land on the budget, not past it
+                sess.tick(budget_s=TRAIN_BUDGET_S, steps=steps, only_if_running=True, fair=True)
+                reached = stop_at is not None and before < stop_at <= sess.step
+                if reached:
+                    sess.running = False
+                    st.session_state[f"{key}_budget_done"] = sess.step
             with status_box:
-                status(sess)
+                if not sess.running and st.session_state.get(f"{key}_budget_done") == sess.step:
+                    st.success(f"Reached this step's {stop_at:,} training steps, enough to see what the text "
+                               "describes: training paused. Press Play to go on.", icon=":material/flag:")
+                else:
+                    status(sess)
             snap = timeline_pick(sess, key)
             history = history_until(sess.trainer.history, snap.step)
             headline(snap, history)
@@ -163,7 +179,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)
             if not sess.running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
-                st.rerun()  # training stopped inside a tick (diverged): a full run redraws the buttons
+                st.rerun()  # training stopped inside a tick (diverged, budget): a full run redraws the buttons
             st.session_state[f"{key}_was_running"] = sess.running
 
     st.session_state[f"{key}_full_run"] = True

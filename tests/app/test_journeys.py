@@ -195,3 +195,24 @@ def test_next_and_previous_show_each_steps_own_views(lesson):
                       for w in getattr(at, kind) if w.key == f"les_{field}"), None)
             if w is not None:
                 assert w.disabled == (field not in step.unlocked), f"{lesson.slug} {number}: {field}"
+
+
+def test_a_lesson_step_pauses_at_its_budget_and_says_so():
+    lesson, number = min(((les, i + 1) for les in LESSONS for i, step in enumerate(les.steps) if step.budget),
+                         key=lambda pair: pair[0].steps[pair[1] - 1].budget)
+    budget = lesson.steps[number - 1].budget
+    at = fresh({"lesson": lesson.slug, "step": str(number)}, page="app_pages/lessons.py")
+    sess = at.session_state["lesson_sess"]
+    at.button(key="les_play").click().run()
+    for _ in range(400):  # AppTest runs the ticking fragment once per run
+        if not sess.running:
+            break
+        at.run()
+    assert not sess.running and sess.step == budget, (sess.step, budget)
+    assert any(f"Reached this step's {budget:,} training steps" in s.value for s in at.success)
+    at.run()  # the browser's full rerun after the fragment's st.rerun() (AppTest does not follow it)
+    assert any(f"Reached this step's {budget:,} training steps" in s.value for s in at.success)
+    assert at.button(key="les_play").label == "Play"
+    at.button(key="les_play").click().run()  # Play goes on past the budget
+    at.run()
+    assert sess.running and sess.step > budget
