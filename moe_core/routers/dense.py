@@ -1,7 +1,13 @@
-"""The dense mixture of Jacobs, Jordan, Nowlan & Hinton (1991), "Adaptive Mixtures of Local Experts".
+"""A soft (cooperative) dense mixture: the gate of Jacobs, Jordan, Nowlan & Hinton (1991), "Adaptive
+Mixtures of Local Experts", trained on the blended output.
 
     p = softmax(x W_r)           (T, E)
     y = sum_e p_e * E_e(x)       every expert runs on every token: no sparsity, no capacity
+
+The task loss is computed on y, so the experts cooperate on every token. Jacobs et al. trained a
+competitive error instead, sum_e p_e * ||d - E_e(x)||^2 (in their experiments its log form,
+-log sum_e p_e * exp(-||d - E_e(x)||^2 / 2)), in which each expert tries to produce the whole target d
+alone; that is what made their experts local. This router keeps the cooperative error.
 
 top_k is ignored. softmax_topk with k = E and normalize_topk computes the same function.
 """
