@@ -84,6 +84,10 @@ class MoELayer(nn.Module):
     def forward(
         self, x: torch.Tensor, token_ids: torch.Tensor | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, RoutingInfo]:
+        dtype = self.experts.w_in.dtype
+        if x.dtype != dtype:  # say so before torch's "expected m1 and m2 to have the same dtype", deep in a matmul
+            raise ValueError(f"input dtype {x.dtype} does not match the layer's parameters ({dtype}): cast the input "
+                             f"with x.to({dtype}) or the layer with layer.to({x.dtype})")
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (T, d)
         fused = self._forward_fused(x, noise)  # the whole layer in one C call, where it applies
@@ -125,6 +129,8 @@ class MoELayer(nn.Module):
                 x, w, self.experts.w_in, self.experts.w_out, slots.token_order, slots.kept_per_expert,
                 each_token_once,
             )  # (T, d)
+            if out.unit_gates and out.gates.requires_grad:  # y did not use the gates: add 0 (an empty sum of them)
+                y = y + out.gates[:0].sum()  # so that y gives the router a zero gradient, as the C layer does, not None
             kept, tokens_per_expert, kept_per_expert = slots.kept, slots.tokens_per_expert, slots.kept_per_expert
         if out.selected is None and capacity is None:  # nothing can drop: kept is all True
             selected, dropped, combine = kept, torch.zeros_like(kept), out.gates.detach()

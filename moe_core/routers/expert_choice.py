@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from moe_core.capacity import expert_capacity
-from moe_core.routers.base import Router, RouterOutput, softmax_with_z
+from moe_core.routers.base import Router, RouterOutput, softmax_with_z, stable_topk
 
 
 class ExpertChoiceRouter(Router):
@@ -24,7 +24,7 @@ class ExpertChoiceRouter(Router):
         logits = self.linear(self.jittered(x, noise))  # (T, E)
         probs, z = softmax_with_z(logits, self.config.z_loss_coef)  # (T, E)
         capacity = min(T, expert_capacity(T, E, cfg.top_k, cfg.capacity_factor or 1.0))
-        picked = torch.topk(probs.t(), capacity, dim=-1).indices  # (E, C) token ids per expert
+        picked = stable_topk(probs.t(), capacity)[1]  # (E, C) token ids per expert, ties to the earlier token
         selected = torch.zeros(T, E, dtype=torch.bool, device=x.device)
         selected[picked, torch.arange(E, device=x.device)[:, None]] = True  # (T, E)
         return RouterOutput(

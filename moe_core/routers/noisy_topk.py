@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_core.metrics import cv_squared, z_loss
-from moe_core.routers.base import Router, RouterOutput, standard_normal
+from moe_core.routers.base import Router, RouterOutput, stable_topk, standard_normal
 
 NOISE_EPSILON = 1e-2
 
@@ -40,7 +40,7 @@ class NoisyTopKRouter(Router):
             logits = clean + draw * std  # (T, E)
         else:
             logits = clean
-        top_vals, top_idx = torch.topk(logits, min(k + 1, E), dim=-1)  # (T, k+1)
+        top_vals, top_idx = stable_topk(logits, min(k + 1, E))  # (T, k+1)
         index = top_idx[:, :k]  # (T, k)
         gates = top_vals[:, :k].softmax(dim=-1)  # (T, k)
         dense_gates = torch.zeros(T, E, dtype=gates.dtype, device=x.device).scatter(1, index, gates)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from moe_core.metrics import z_loss
 from moe_core.routers.base import Router, RouterOutput, balance_losses, fast_topk
 
 
@@ -42,7 +43,7 @@ class SigmoidBiasRouter(Router):
             gates = torch.gather(scores, 1, index)  # (T, k)
             if cfg.top_k > 1:
                 gates = gates / gates.sum(dim=-1, keepdim=True).clamp_min(1e-20)
-        z = torch.logsumexp(logits if cfg.z_loss_coef > 0 else logits.detach(), dim=-1).square().mean()
+        z = z_loss(logits if cfg.z_loss_coef > 0 else logits.detach())  # 0, not a NaN mean, for no tokens
         losses, counts = balance_losses(z, probs, index, cfg.n_experts)
         if self.training and torch.is_grad_enabled():
             self.pending_counts += counts
