@@ -18,7 +18,7 @@ ROUTERS = (
     "hash",  # Roller et al. 2021, a fixed random table, nothing learned
     "soft",  # Puigcerver et al. 2023, Soft MoE slots (non-causal)
     "sigmoid_bias",  # DeepSeek-V3, sigmoid scores + auxiliary-loss-free bias
-    "dense",  # Jacobs et al. 1991, every expert runs, softmax-weighted
+    "dense",  # the 1991 architecture (Jacobs et al.): every expert runs, softmax-weighted (cooperative error)
 )
 CAUSAL_ROUTERS = tuple(r for r in ROUTERS if r not in ("expert_choice", "soft"))
 OVERFLOW_POLICIES = ("position", "probability")

@@ -89,7 +89,7 @@ def main() -> None:
 
             page.goto(f"{base}/reference")
             settle(page)
-            page.get_by_text("softmax top-k (GShard, Mixtral)", exact=True).click()
+            page.get_by_text("softmax top-k (Mixtral)", exact=True).click()
             settle(page)
             shoot(page, out / "reference.png", height=1200)
 

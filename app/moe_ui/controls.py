@@ -26,14 +26,14 @@ LR_STEPS = [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0]
 BATCH_STEPS = [16, 32, 64, 128, 256, 512, 1024]
 HIDDEN_STEPS = [4, 8, 16, 32, 64, 128, 256]
 ROUTER_LABELS = {
-    "softmax_topk": "softmax top-k (GShard, Mixtral)",
+    "softmax_topk": "softmax top-k (Mixtral)",
     "noisy_topk": "noisy top-k (Shazeer 2017)",
     "switch": "switch, top-1 (Fedus 2021)",
     "expert_choice": "expert choice (Zhou 2022)",
     "hash": "hash, fixed table (Roller 2021)",
     "soft": "soft MoE (Puigcerver 2023)",
     "sigmoid_bias": "sigmoid + bias (DeepSeek-V3)",
-    "dense": "dense mixture (Jacobs 1991)",
+    "dense": "dense soft mixture (after Jacobs 1991)",
 }
 
 

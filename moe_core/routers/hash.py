@@ -5,6 +5,9 @@ arXiv:2106.04426): a fixed random table sends each token id to its experts. Noth
     experts = TABLE[bucket]                   k distinct experts per bucket, drawn once from seed 42
     y = (1/k) * sum of those experts' outputs
 
+Roller et al. send each token to one expert with no gate weight (k = 1 here); k > 1 with equal weights 1/k is
+this app's extension, so that hashing can be compared with the other routers at the same k.
+
 Without token ids (plain vectors, e.g. the 2-D playground passes a grid-cell id instead) the bucket is a
 locality-sensitive hash of x: the sign pattern of 12 fixed random projections. There is no router
 gradient, no balancing loss and no capacity: a hash table never drops a token.

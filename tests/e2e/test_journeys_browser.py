@@ -25,11 +25,12 @@ from moe_core.views import VIEW_TITLES
 ROUTER_LABELS = {  # the Router box's labels (app/moe_ui/controls.py)
     "softmax_topk": "softmax top-k", "noisy_topk": "noisy top-k", "switch": "switch, top-1",
     "expert_choice": "expert choice", "hash": "hash, fixed table", "soft": "soft MoE",
-    "sigmoid_bias": "sigmoid + bias", "dense": "dense mixture",
+    "sigmoid_bias": "sigmoid + bias", "dense": "dense soft mixture",
 }
 # the widget label in the sidebar -> the settings field it sets
 FIELD_OF_LABEL = {"Dataset": "dataset", "Noise": "noise", "Classes": "n_classes", "Arms": "n_classes", "Seed": "seed",
-                  "Router": "router", "Experts": "n_experts", "Top-k": "top_k", "Limit expert capacity": "capacity_factor",
+                  "Router": "router", "Experts": "n_experts", "Top-k": "top_k",
+                  "Limit expert capacity": "capacity_factor",
                   "Capacity factor": "capacity_factor", "Overflow priority": "overflow_policy",
                   "Balancing loss": "aux_loss_coef", "Router z-loss": "z_loss_coef", "Router noise": "router_noise",
                   "Bias update rate": "bias_update_rate", "Renormalize top-k weights": "normalize_topk",
