@@ -20,9 +20,17 @@ A lesson file looks like this (a teacher edits it without touching Python):
 
     [check]                                 # optional multiple-choice question
     question = "What does MaxVio measure?"
-    options = ["...", "...", "..."]
-    answer = 1                              # index into options
-    explain = "Why the answer is right."
+    options = ["...", "...", "..."]         # distinct; shown in a per-learner shuffled order (option_order)
+    answer = 1                              # index into options (as written here, not as shown)
+    feedback = ["...", "...", "..."]        # one short explanation per option: why it is right or wrong
+
+    [predict]                               # optional: the learner predicts, then trains, then compares
+    question = "Before you press Play: where will MaxVio end after 500 steps?"
+    metric = "max_vio"                      # measured on the step's run (moe_core.lesson_checks.metric_value)
+    options = ["below 0.5", "from 0.5 to 2", "above 2"]   # ranges in ascending order of the metric
+    bounds = [0.5, 2.0]                     # option i holds bounds[i-1] <= value < bounds[i]
+    answer = 2                              # where the step's own preset lands (seeds 0, 1, 2; tested)
+    explain = "Why the model lands there."  # shown beside the measured value
 
     [[observe]]                             # a claim the text makes; a test runs it headlessly
     what = "MaxVio without balancing is at least 3x MaxVio with it"
@@ -39,6 +47,8 @@ Every error names the file, the step and the field.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import importlib
 import re
 from dataclasses import dataclass, field
@@ -55,7 +65,9 @@ METRICS = ("max_vio", "load_cv", "dropped_frac", "router_entropy", "usage_entrop
            "test_quality", "mutual_information", "regime_ownership", "active_fraction", "distinct_owners")
 EXPECTATIONS = ("at_least", "at_most", "ratio_at_least", "ratio_at_most", "greater_than_against",
                 "less_than_against")
-STEP_KEYS = {"preset", "unlocked", "highlight", "views", "try", "code", "budget", "check", "observe"}
+STEP_KEYS = {"preset", "unlocked", "highlight", "views", "try", "code", "budget", "check", "predict", "observe"}
+CHECK_KEYS = {"question", "options", "answer", "feedback"}
+PREDICT_KEYS = {"question", "metric", "options", "bounds", "answer", "explain"}
 _STEP_BLOCK = re.compile(r"```step\s*\n(.*?)\n```", re.DOTALL)
 
 
@@ -66,9 +78,30 @@ class LessonError(ValueError):
 @dataclass(frozen=True)
 class Check:
     question: str
-    options: list[str]
-    answer: int
+    options: list[str]  # as written in the file; the page shows them in option_order
+    answer: int  # index into options
+    feedback: list[str]  # one per option: why that option is right or wrong
+
+    @property
+    def explain(self) -> str:
+        """The explanation of the right answer."""
+        return self.feedback[self.answer]
+
+
+@dataclass(frozen=True)
+class Predict:
+    """Predict, then run: the learner picks a range for a metric before training; the run decides."""
+    question: str
+    metric: str  # one of METRICS, measured by moe_core.lesson_checks.metric_value
+    options: list[str]  # ranges of the metric, in ascending order
+    bounds: list[float]  # ascending; option i holds bounds[i-1] <= value < bounds[i]
+    answer: int  # the option the step's own preset lands in (seeds 0, 1, 2; tests/lessons checks it)
     explain: str
+
+    def option_for(self, value: float) -> int:
+        """The option a measured value falls in."""
+        return bisect.bisect_right(self.bounds, value)
+
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,7 @@ class Step:
     budget: int  # training steps the step's observations need
     check: Check | None
     observe: list[Observation]
+    predict: Predict | None = None
 
     @property
     def settings(self) -> PlaygroundSettings:
@@ -187,12 +221,15 @@ def _step(where: str, number: int, title: str, body: str) -> Step:
     if not isinstance(budget, int) or not 0 <= budget <= 5000:
         raise LessonError(f"{at}, field 'budget': a whole number of training steps from 0 to 5000")
     check = _check(spec.get("check"), at)
+    predict = _predict(spec.get("predict"), at)
+    if predict is not None and budget == 0:
+        raise LessonError(f"{at}, field 'budget': a prediction needs a training budget > 0 (the run that decides it)")
     observe = [_observation(o, f"{at}, observe[{i}]", preset) for i, o in enumerate(spec.get("observe", []))]
     if observe and budget == 0:
         raise LessonError(f"{at}, field 'budget': observations need a training budget > 0")
     return Step(title=title, text=prose, preset=preset, unlocked=lists["unlocked"], highlight=lists["highlight"],
                 views=lists["views"], try_this=spec["try"], code=spec["code"], budget=budget, check=check,
-                observe=observe)
+                observe=observe, predict=predict)
 
 
 def _none_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -201,21 +238,80 @@ def _none_values(values: dict[str, Any]) -> dict[str, Any]:
             and CONTROL_BY_FIELD[k].kind == "optional_float" else v for k, v in values.items()}
 
 
+def _table(spec: Any, at: str, name: str, known: set[str]) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise LessonError(f"{at}, field '{name}': must be a table")
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        hint = " (replaced by 'feedback', one explanation per option)" if (name, unknown[0]) == ("check", "explain") \
+            else ""
+        raise LessonError(f"{at}, field '{name}.{unknown[0]}': unknown{hint}; allowed fields are {sorted(known)}")
+    for key in ("question", "explain"):
+        if key in known and (not isinstance(spec.get(key), str) or not spec[key].strip()):
+            raise LessonError(f"{at}, field '{name}.{key}': required, a non-empty string")
+    return spec
+
+
+def _options(spec: dict[str, Any], at: str, name: str) -> list[str]:
+    options = spec.get("options")
+    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
+        raise LessonError(f"{at}, field '{name}.options': a list of at least 2 non-empty strings")
+    if len(set(options)) != len(options):
+        raise LessonError(f"{at}, field '{name}.options': every option must differ "
+                          "(the page finds the chosen one by its text)")
+    answer = spec.get("answer")
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(options):
+        raise LessonError(f"{at}, field '{name}.answer': an index from 0 to {len(options) - 1}")
+    return options
+
+
 def _check(spec: Any, at: str) -> Check | None:
     if spec is None:
         return None
-    if not isinstance(spec, dict):
-        raise LessonError(f"{at}, field 'check': must be a table")
-    options = spec.get("options")
-    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
-        raise LessonError(f"{at}, field 'check.options': a list of at least 2 strings")
-    answer = spec.get("answer")
-    if not isinstance(answer, int) or not 0 <= answer < len(options):
-        raise LessonError(f"{at}, field 'check.answer': an index from 0 to {len(options) - 1}")
-    for key in ("question", "explain"):
-        if not isinstance(spec.get(key), str) or not spec[key].strip():
-            raise LessonError(f"{at}, field 'check.{key}': required, a non-empty string")
-    return Check(question=spec["question"], options=options, answer=answer, explain=spec["explain"])
+    spec = _table(spec, at, "check", CHECK_KEYS)
+    options = _options(spec, at, "check")
+    feedback = spec.get("feedback")
+    if not isinstance(feedback, list) or len(feedback) != len(options) \
+            or not all(isinstance(f, str) and f.strip() for f in feedback):
+        raise LessonError(f"{at}, field 'check.feedback': a list of {len(options)} non-empty strings, one per option "
+                          "(why that option is right or wrong)")
+    return Check(question=spec["question"], options=options, answer=spec["answer"], feedback=feedback)
+
+
+def _predict(spec: Any, at: str) -> Predict | None:
+    if spec is None:
+        return None
+    spec = _table(spec, at, "predict", PREDICT_KEYS)
+    if spec.get("metric") not in METRICS:
+        raise LessonError(f"{at}, field 'predict.metric': one of {', '.join(METRICS)}")
+    options = _options(spec, at, "predict")
+    bounds = spec.get("bounds")
+    if not isinstance(bounds, list) or len(bounds) != len(options) - 1 \
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds):
+        raise LessonError(f"{at}, field 'predict.bounds': a list of {len(options) - 1} numbers, the values "
+                          "between one option's range and the next")
+    if any(a >= b for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
+        raise LessonError(f"{at}, field 'predict.bounds': must increase (the options are ranges in ascending order)")
+    return Predict(question=spec["question"], metric=spec["metric"], options=options,
+                   bounds=[float(b) for b in bounds], answer=spec["answer"], explain=spec["explain"])
+
+
+def option_order(question: str, learner: str, n: int) -> list[int]:
+    """The order in which one learner sees a question's n options: a permutation of range(n) that depends only
+    on (question, learner), so a reload (a new session of the same browser) shows the same order. A Fisher-Yates
+    shuffle driven by SHA-256, the same on every Python version and machine."""
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        digest = hashlib.sha256(f"{learner}\x00{question}\x00{i}".encode()).digest()
+        j = int.from_bytes(digest[:8], "big") % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def learner_key(*parts: str | None) -> str:
+    """An anonymous, stable key from what a browser sends on every visit (its user agent, its address): a hash,
+    never shown, only used to pick option_order."""
+    return hashlib.sha256("\x00".join(p or "" for p in parts).encode()).hexdigest()[:16]
 
 
 def _observation(spec: Any, at: str, preset: dict[str, Any]) -> Observation:

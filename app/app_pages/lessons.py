@@ -1,18 +1,96 @@
 """Lessons: step-through explanations tied to a live model. ?lesson=<slug>&step=<n> links to any step."""
 
 import inspect
+import re
 
 import streamlit as st
 from moe_ui import controls, live, state
 
-from moe_core.lessons import LessonError, load_lessons, resolve_code
+from moe_core.lesson_checks import BATCH_METRICS, TAIL_STEPS, metric_value
+from moe_core.lessons import LessonError, Predict, learner_key, load_lessons, option_order, resolve_code
 from moe_core.session import PlaygroundSession
+
+# How the page names a predicted metric, and how it prints its value
+METRIC_NAMES = {"max_vio": ("MaxVio", "{:.2f}"), "load_cv": ("load CV", "{:.2f}"),
+                "dropped_frac": ("dropped share", "{:.1%}"), "router_entropy": ("router entropy", "{:.2f} nats"),
+                "usage_entropy": ("usage entropy", "{:.2f} nats"), "task_loss": ("task loss", "{:.3f}"),
+                "aux_loss": ("aux loss", "{:.4f}"), "test_quality": ("test accuracy", "{:.1%}"),
+                "mutual_information": ("expert-domain mutual information", "{:.2f} nats"),
+                "regime_ownership": ("regime ownership", "{:.0%}"), "active_fraction": ("active share", "{:.1%}"),
+                "distinct_owners": ("distinct owners", "{:.0f}")}
 
 
 @st.cache_data(show_spinner=False)
 def lessons_by_slug():
     """Parsed lesson files (read-only data, safe to share between sessions)."""
     return {lesson.slug: lesson for lesson in load_lessons()}
+
+
+def learner() -> str:
+    """This browser's anonymous key: the same on a reload (a new session), so it shuffles options the same way.
+    From its user agent and its address: behind a proxy the forwarded address (deploy/nginx.conf sets it), else
+    the connection's (None on localhost). What is missing (a test harness sends nothing) counts as empty."""
+    headers = st.context.headers
+    parts = (headers.get("User-Agent"), headers.get("X-Forwarded-For"), st.context.ip_address)
+    return learner_key(*(p if isinstance(p, str) else None for p in parts))
+
+
+def _record_prediction(pkey: str, sess: PlaygroundSession) -> None:
+    st.session_state[f"{pkey}_at"] = sess.step  # the training step at which the prediction was made
+
+
+def measured(pkey: str, sess: PlaygroundSession, metric: str) -> float:
+    """The predicted metric on this session's run (kept per trainer and step: a rerun does not measure again)."""
+    stamp = (id(sess.trainer), sess.step)
+    kept = st.session_state.get(f"{pkey}_measured")
+    if kept is None or kept[0] != stamp:
+        kept = st.session_state[f"{pkey}_measured"] = (stamp, metric_value(sess.trainer, metric))
+    return kept[1]
+
+
+def predict_box(predict: Predict, sess: PlaygroundSession, budget: int, preset_changed: bool, pkey: str) -> None:
+    """Predict, then run: the choice locks once training starts; the run's measured value decides."""
+    name, fmt = METRIC_NAMES[predict.metric]
+    started = sess.running or sess.step > 0
+    with st.container(border=True):
+        st.markdown(f"**Predict, then run:** {predict.question}")
+        choice = st.radio("Your prediction", predict.options, index=None, key=pkey, disabled=started,
+                          on_change=_record_prediction, args=(pkey, sess), label_visibility="collapsed")
+        made_at = st.session_state.get(f"{pkey}_at", 0)
+        if choice is None and not started:
+            st.caption(":material/lock_open: Choose before you press Play: the choice locks once training starts.")
+        elif choice is None:
+            st.caption(":material/lock: Training started before a prediction. Press Reset to predict first.")
+        elif made_at > 0:  # only a click that raced the lock can land here
+            st.caption(f":material/lock: Your prediction was made at step {made_at:,}, after training started.")
+        else:
+            st.caption(":material/lock: Your prediction was made before training and is locked until Reset.")
+        if sess.step < budget:
+            if started:
+                st.caption(f"The measured {name} appears here at step {budget:,}, this step's training budget.")
+            return
+        value = measured(pkey, sess, predict.metric)
+        landed = predict.option_for(value)
+        tail = f"mean of the last {TAIL_STEPS} steps, " if predict.metric in BATCH_METRICS else ""
+        cols = st.columns(2)
+        cols[0].markdown(f"**Your prediction**  \n{choice if choice is not None else '(none)'}")
+        cols[1].markdown(f"**Measured** ({tail}at step {sess.step:,})  \n{name} = {fmt.format(value)}: "
+                         f"{predict.options[landed]}")
+        if preset_changed:
+            st.caption(":material/tune: Measured on your settings, which differ from this step's preset.")
+        if choice is None:
+            st.info(predict.explain, icon=":material/insights:")
+        elif predict.options.index(choice) == landed:
+            st.success(f"Your prediction holds. {predict.explain}", icon=":material/check_circle:")
+        else:
+            st.warning(f"The model says otherwise. {predict.explain}", icon=":material/help:")
+
+
+def split_outcome(text: str) -> tuple[str, str]:
+    """A step's prose before and after its '## What you will see' section: the part that gives away the answer
+    to a prediction. ('', when the step has no such section.)"""
+    found = re.search(r"^## What you will see[ \t]*$", text, flags=re.MULTILINE)
+    return (text, "") if found is None else (text[:found.start()].rstrip(), text[found.end():].strip())
 
 
 def go(slug: str | None, step: int = 1) -> None:
@@ -82,23 +160,38 @@ st.button("All lessons", on_click=go, args=(None,), icon=":material/arrow_back:"
 st.title(f"{lesson.title}")
 st.progress(number / len(lesson.steps), text=f"Step {number} of {len(lesson.steps)}: {step.title}")
 state.show_notes()
-st.markdown(step.text)
+setup, outcome = split_outcome(step.text) if step.predict is not None else (step.text, "")
+st.markdown(setup)
+if outcome and sess.step >= step.budget:  # the prediction is settled: the outcome is part of the prose again
+    st.markdown(f"## What you will see\n{outcome}")
+elif outcome:
+    with st.expander("What you will see: it gives the prediction away, so read it after training",
+                     icon=":material/visibility_off:"):
+        st.markdown(outcome)
 st.info(f"**Try this:** {step.try_this}", icon=":material/touch_app:")
+if step.predict is not None:
+    predict_box(step.predict, sess, step.budget, sess.settings != step.settings, f"predict_{key}")
 
 live.transport(sess, key="les")
 live.live_area(sess, key=st.session_state["lesson_views_key"], default_views=step.views, allowed_views=step.views,
                stop_at=step.budget or None)
 
-if step.check is not None:
+if step.check is not None and step.predict is not None and not (sess.running or sess.step > 0):
+    with st.container(border=True):  # the question or its options could give the prediction away
+        st.caption(":material/quiz: A check question appears here once training has started and your prediction "
+                   "is locked.")
+elif step.check is not None:
+    check = step.check
     with st.container(border=True):
-        st.markdown(f"**Check:** {step.check.question}")
-        choice = st.radio("Your answer", step.check.options, index=None, key=f"check_{key}",
-                          label_visibility="collapsed")
-        if choice is not None:
-            if step.check.options.index(choice) == step.check.answer:
-                st.success(f"Right. {step.check.explain}", icon=":material/check_circle:")
+        st.markdown(f"**Check:** {check.question}")
+        shown = [check.options[i] for i in option_order(check.question, learner(), len(check.options))]
+        choice = st.radio("Your answer", shown, index=None, key=f"check_{key}", label_visibility="collapsed")
+        if choice is not None:  # by identity, not by position: options differ (moe_core.lessons checks it)
+            picked = check.options.index(choice)
+            if picked == check.answer:
+                st.success(f"Right. {check.feedback[picked]}", icon=":material/check_circle:")
             else:
-                st.warning(f"Not quite. {step.check.explain}", icon=":material/help:")
+                st.warning(f"Not quite. {check.feedback[picked]}", icon=":material/help:")
 
 with st.expander("Show the code", icon=":material/code:"):
     st.caption(f"`{step.code}`: the function this step runs.")

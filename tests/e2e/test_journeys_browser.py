@@ -18,7 +18,7 @@ from test_playground_browser import TIMEOUT, metric, open_app, settled, step_val
 
 from moe_core.config import ROUTERS
 from moe_core.datasets import DATASETS
-from moe_core.lessons import load_lessons
+from moe_core.lessons import learner_key, load_lessons, option_order
 from moe_core.settings import PlaygroundSettings
 from moe_core.views import VIEW_TITLES
 
@@ -299,9 +299,36 @@ def check_step(page: Page, lesson, number: int, answer: bool = False) -> None:
         if field is not None:
             assert enabled == (field in step.unlocked), f"{where}: {label} enabled={enabled}"
     if answer and step.check is not None:
-        answers = page.get_by_test_id("stMain").get_by_test_id("stRadio").last  # options may hold LaTeX
-        answers.locator("label").filter(has=page.get_by_role("radio")).nth(step.check.answer).click()
-        expect(page.get_by_test_id("stAlert").filter(has_text="Right.")).to_be_visible(timeout=TIMEOUT)
+        if step.predict is not None:  # the check appears once training has started (the prediction is locked)
+            page.get_by_role("button", name="Step", exact=True).click()
+            expect(page.get_by_text("A check question appears here")).to_have_count(0, timeout=TIMEOUT)
+            expect(page.get_by_test_id("stMain").get_by_test_id("stRadio")).to_have_count(2, timeout=TIMEOUT)
+        answer_check(page, step.check, where)
+
+
+def check_options(page: Page):
+    """The check question's option labels, in the order shown (options may hold LaTeX, so not found by text)."""
+    answers = page.get_by_test_id("stMain").get_by_test_id("stRadio").last
+    return answers.locator("label").filter(has=page.get_by_role("radio"))
+
+
+def answer_check(page: Page, check, where: str) -> None:
+    """Click the options in the order shown until the page says "Right.": every option before it must say
+    "Not quite.", and the right one must sit where this browser's shuffle puts it (a hash of its user agent and
+    address, moe_core.lessons.option_order; on localhost Streamlit reports no address): the order is shuffled,
+    and the answer is checked by identity."""
+    learner = learner_key(page.evaluate("navigator.userAgent"), None, None)
+    shown = option_order(check.question, learner, len(check.options))
+    labels = check_options(page)
+    right = page.get_by_test_id("stAlert").filter(has_text="Right.")
+    for position in range(len(check.options)):
+        labels.nth(position).click()
+        if position == shown.index(check.answer):
+            expect(right).to_be_visible(timeout=TIMEOUT)
+            return
+        expect(page.get_by_test_id("stAlert").filter(has_text="Not quite.")).to_be_visible(timeout=TIMEOUT)
+        assert right.count() == 0, f"{where}: option {position} is wrong but the page says Right."
+    raise AssertionError(f"{where}: no option gave 'Right.'")
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda les: les.slug)
@@ -318,6 +345,20 @@ def test_every_lesson_step_by_next_previous_and_deep_link(page: Page, app_url: s
     for number in range(n, 0, -1):
         page.goto(f"{app_url}/lessons?lesson={lesson.slug}&step={number}")
         check_step(page, lesson, number)
+
+
+def test_a_lesson_reload_shows_the_check_options_in_the_same_order(page: Page, app_url: str):
+    """A reload is a new Streamlit session; the order depends only on the question and this browser."""
+    lesson, number = next((les, i + 1) for les in LESSONS for i, s in enumerate(les.steps) if s.check is not None)
+    page.goto(f"{app_url}/lessons?lesson={lesson.slug}&step={number}")
+    expect(page.get_by_test_id("stProgress")).to_contain_text(f"Step {number} of", timeout=TIMEOUT)
+    expect(check_options(page)).to_have_count(len(lesson.steps[number - 1].check.options), timeout=TIMEOUT)
+    before = check_options(page).all_inner_texts()
+    page.reload()
+    expect(page.get_by_test_id("stProgress")).to_contain_text(f"Step {number} of", timeout=TIMEOUT)
+    expect(check_options(page)).to_have_count(len(before), timeout=TIMEOUT)
+    assert check_options(page).all_inner_texts() == before
+    no_error(page, "after a reload")
 
 
 # -- d. the timeline ----------------------------------------------------------------------------------------------

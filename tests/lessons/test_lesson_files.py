@@ -29,6 +29,9 @@ def test_presets_controls_views_and_code_exist(lesson):
         assert set(step.highlight) <= set(step.unlocked)
         if step.check is not None:
             assert 0 <= step.check.answer < len(step.check.options)
+            assert len(step.check.feedback) == len(step.check.options)
+        if step.predict is not None:
+            assert step.budget > 0 and len(step.predict.bounds) == len(step.predict.options) - 1
 
 
 def test_the_glossary_loads():
@@ -72,7 +75,27 @@ def test_a_good_minimal_lesson_loads(tmp_path):
     (('try = "Press Play."', 'highlight = ["top_k"]\ntry = "x"'), "field 'highlight'"),
     (('try = "Press Play."', 'colour = "red"\ntry = "x"'), "field 'colour': unknown"),
     (('try = "Press Play."', 'budget = 100\ntry = "x"\n[check]\nquestion = "q"\noptions = ["a"]\nanswer = 0\n'
-      'explain = "e"'), "field 'check.options'"),
+      'feedback = ["e"]'), "field 'check.options'"),
+    (('try = "Press Play."', 'try = "x"\n[check]\nquestion = "q"\noptions = ["a", "b"]\nanswer = 0\n'
+      'feedback = ["right"]'), "field 'check.feedback': a list of 2 non-empty strings"),
+    (('try = "Press Play."', 'try = "x"\n[check]\nquestion = "q"\noptions = ["a", "b"]\nanswer = 0\n'
+      'explain = "e"'), "field 'check.explain': unknown (replaced by 'feedback'"),
+    (('try = "Press Play."', 'try = "x"\n[check]\nquestion = "q"\noptions = ["a", "a"]\nanswer = 0\n'
+      'feedback = ["e", "f"]'), "field 'check.options': every option must differ"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[predict]\nquestion = "q"\nmetric = "speed"\n'
+      'options = ["a", "b"]\nbounds = [1]\nanswer = 0\nexplain = "e"'), "field 'predict.metric'"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[predict]\nquestion = "q"\nmetric = "max_vio"\n'
+      'options = ["a", "b", "c"]\nbounds = [1]\nanswer = 0\nexplain = "e"'),
+     "field 'predict.bounds': a list of 2 numbers"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[predict]\nquestion = "q"\nmetric = "max_vio"\n'
+      'options = ["a", "b", "c"]\nbounds = [2, 1]\nanswer = 0\nexplain = "e"'),
+     "field 'predict.bounds': must increase"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[predict]\nquestion = "q"\nmetric = "max_vio"\n'
+      'options = ["a", "b"]\nbounds = [1]\nanswer = 2\nexplain = "e"'), "field 'predict.answer'"),
+    (('try = "Press Play."', 'try = "x"\nbudget = 10\n[predict]\nquestion = "q"\nmetric = "max_vio"\n'
+      'options = ["a", "b"]\nbounds = [1]\nanswer = 0'), "field 'predict.explain': required"),
+    (('try = "Press Play."', 'try = "x"\n[predict]\nquestion = "q"\nmetric = "max_vio"\n'
+      'options = ["a", "b"]\nbounds = [1]\nanswer = 0\nexplain = "e"'), "a prediction needs a training budget"),
     (('try = "Press Play."', 'try = "x"\nbudget = 10\n[[observe]]\nwhat = "w"\nmetric = "speed"\n'
       'expect = { at_least = 1 }'), "observe[0], field 'metric'"),
     (('try = "Press Play."', 'try = "x"\nbudget = 10\n[[observe]]\nwhat = "w"\nmetric = "max_vio"\n'
@@ -111,3 +134,12 @@ def test_none_for_optional_numbers_and_value_free_expectations(tmp_path):
     assert step.settings.capacity_factor is None
     assert step.observe[0].against == {"capacity_factor": None}
     assert step.observe[0].expect == {"greater_than_against": True}
+
+
+def test_a_prediction_maps_a_measured_value_to_its_range(tmp_path):
+    body = GOOD_STEP.replace('try = "Press Play."',
+                             'try = "x"\nbudget = 10\n[predict]\nquestion = "q"\nmetric = "max_vio"\n'
+                             'options = ["low", "mid", "high"]\nbounds = [0.5, 2]\nanswer = 2\nexplain = "e"')
+    predict = load_lesson(_write(tmp_path, body)).steps[0].predict
+    assert predict.bounds == [0.5, 2.0]
+    assert [predict.option_for(v) for v in (0.0, 0.49, 0.5, 1.9, 2.0, 3.0)] == [0, 0, 1, 1, 2, 2]
