@@ -6,6 +6,11 @@ A lesson file looks like this (a teacher edits it without touching Python):
     title = "Load balancing"
     summary = "Without a balancing loss, routing collapses onto a few experts."
     minutes = 12
+
+    [at_scale]                              # optional: the same idea in real models, shown on every step
+    text = "Markdown with numbers, each cited: (Fedus et al. 2021, §2.2)."
+    caveat = "What does not transfer from the toy."
+    sources = ["Fedus, Zoph & Shazeer 2021, Switch Transformers, arXiv:2101.03961"]
     +++
 
     # Collapse
@@ -68,6 +73,11 @@ EXPECTATIONS = ("at_least", "at_most", "ratio_at_least", "ratio_at_most", "great
 STEP_KEYS = {"preset", "unlocked", "highlight", "views", "try", "code", "budget", "check", "predict", "observe"}
 CHECK_KEYS = {"question", "options", "answer", "feedback"}
 PREDICT_KEYS = {"question", "metric", "options", "bounds", "answer", "explain"}
+AT_SCALE_KEYS = {"text", "caveat", "sources"}
+# a source names where to find it: an arXiv id, a DOI or a web address
+_SOURCE_ID = re.compile(r"arXiv:\d{4}\.\d{4,5}|doi:\S+|\b10\.\d{4,}/\S+|https?://\S+")
+# a citation in the text: (Author et al. YEAR, §2.2), (..., Table 1), (..., abstract), (..., App. C)
+_CITATION = re.compile(r"\([^()]*\b(?:19|20)\d{2}\b[^()]*(?:§|Table|abstract|App\.)")
 _STEP_BLOCK = re.compile(r"```step\s*\n(.*?)\n```", re.DOTALL)
 
 
@@ -102,6 +112,13 @@ class Predict:
         """The option a measured value falls in."""
         return bisect.bisect_right(self.bounds, value)
 
+
+@dataclass(frozen=True)
+class AtScale:
+    """The lesson's idea in real models: numbers with their sources, and what the toy does not show."""
+    text: str  # Markdown, every figure cited in place (paper, section or table)
+    caveat: str  # what does not transfer from the toy
+    sources: list[str]  # each with an arXiv id, a DOI or a web address
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,7 @@ class Lesson:
     minutes: int
     steps: list[Step]
     path: Path
+    at_scale: AtScale | None = None
 
 
 def load_lessons(directory: Path = LESSONS_DIR) -> list[Lesson]:
@@ -160,13 +178,14 @@ def load_lesson(path: Path) -> Lesson:
     for key, kind in (("title", str), ("summary", str), ("minutes", int)):
         if not isinstance(meta.get(key), kind):
             raise LessonError(f"{where}, front matter, field '{key}': required, a {kind.__name__}")
+    at_scale = _at_scale(meta.get("at_scale"), f"{where}, front matter")
     chunks = re.split(r"^# (.+)$", match.group(2), flags=re.MULTILINE)
     pairs = zip(chunks[1::2], chunks[2::2], strict=True)  # re.split alternates heading, body
     steps = [_step(where, i + 1, title.strip(), body) for i, (title, body) in enumerate(pairs)]
     if not 1 <= len(steps) <= 12:
         raise LessonError(f"{where}: a lesson needs 1 to 12 steps ('# Title' headings), found {len(steps)}")
     return Lesson(slug=path.stem, title=meta["title"], summary=meta["summary"], minutes=meta["minutes"],
-                  steps=steps, path=path)
+                  steps=steps, path=path, at_scale=at_scale)
 
 
 def _toml(text: str, where: str) -> dict[str, Any]:
@@ -246,7 +265,7 @@ def _table(spec: Any, at: str, name: str, known: set[str]) -> dict[str, Any]:
         hint = " (replaced by 'feedback', one explanation per option)" if (name, unknown[0]) == ("check", "explain") \
             else ""
         raise LessonError(f"{at}, field '{name}.{unknown[0]}': unknown{hint}; allowed fields are {sorted(known)}")
-    for key in ("question", "explain"):
+    for key in ("question", "explain", "text", "caveat"):
         if key in known and (not isinstance(spec.get(key), str) or not spec[key].strip()):
             raise LessonError(f"{at}, field '{name}.{key}': required, a non-empty string")
     return spec
@@ -294,6 +313,24 @@ def _predict(spec: Any, at: str) -> Predict | None:
         raise LessonError(f"{at}, field 'predict.bounds': must increase (the options are ranges in ascending order)")
     return Predict(question=spec["question"], metric=spec["metric"], options=options,
                    bounds=[float(b) for b in bounds], answer=spec["answer"], explain=spec["explain"])
+
+
+def _at_scale(spec: Any, at: str) -> AtScale | None:
+    if spec is None:
+        return None
+    spec = _table(spec, at, "at_scale", AT_SCALE_KEYS)
+    if not re.search(r"\d", re.sub(r"\([^()]*\)", "", spec["text"])):  # a figure, not only a citation's year
+        raise LessonError(f"{at}, field 'at_scale.text': give the real models' numbers")
+    if not _CITATION.search(spec["text"]):
+        raise LessonError(f"{at}, field 'at_scale.text': cite each figure where it stands, with the paper's year and "
+                          "its section or table, e.g. (Fedus et al. 2021, §2.2)")
+    sources = spec.get("sources")
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        raise LessonError(f"{at}, field 'at_scale.sources': a non-empty list of strings")
+    for source in sources:
+        if not _SOURCE_ID.search(source):
+            raise LessonError(f"{at}, field 'at_scale.sources': '{source[:60]}' names no arXiv id, DOI or address")
+    return AtScale(text=spec["text"], caveat=spec["caveat"], sources=sources)
 
 
 def option_order(question: str, learner: str, n: int) -> list[int]:

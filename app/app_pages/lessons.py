@@ -193,6 +193,12 @@ elif step.check is not None:
             else:
                 st.warning(f"Not quite. {check.feedback[picked]}", icon=":material/help:")
 
+if lesson.at_scale is not None:  # the lesson's idea in real models, on every step of the lesson
+    with st.expander("At scale: the same idea in real models", icon=":material/public:"):
+        st.markdown(lesson.at_scale.text)
+        st.markdown(f"**What does not transfer from the toy.** {lesson.at_scale.caveat}")
+        st.caption("Sources: " + " · ".join(lesson.at_scale.sources))
+
 with st.expander("Show the code", icon=":material/code:"):
     st.caption(f"`{step.code}`: the function this step runs.")
     st.code(inspect.getsource(resolve_code(step.code)), language="python")

@@ -37,6 +37,8 @@ def test_every_step_renders_from_a_deep_link(lesson, number):
     sess = at.session_state["lesson_sess"]
     assert sess.settings == step.settings, "the step's preset is loaded"
     assert any(step.try_this in i.value for i in at.info)
+    at_scale = next(e for e in at.expander if e.label == "At scale: the same idea in real models")
+    assert lesson.at_scale.text in [m.value for m in at_scale.markdown], "the lesson's At scale box, on every step"
     code = [c.value for c in at.code]
     assert any("def " in c or "class " in c for c in code), "show the code prints the step's function"
     at.button(key="les_step").click().run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -143,3 +144,39 @@ def test_a_prediction_maps_a_measured_value_to_its_range(tmp_path):
     predict = load_lesson(_write(tmp_path, body)).steps[0].predict
     assert predict.bounds == [0.5, 2.0]
     assert [predict.option_for(v) for v in (0.0, 0.49, 0.5, 1.9, 2.0, 3.0)] == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.slug)
+def test_every_lesson_has_an_at_scale_box_with_numbers_and_sources(lesson):
+    box = lesson.at_scale
+    assert box is not None, f"{lesson.slug}: no [at_scale] in the front matter"
+    assert re.search(r"\d", re.sub(r"\([^()]*\)", "", box.text)), "at least one real model's number"
+    assert re.search(r"\(\D[^()]*\b(19|20)\d\d\b[^()]*(§|Table|abstract|App\.)", box.text), \
+        "each figure is cited where it stands: (paper year, section or table)"
+    assert box.sources and all(re.search(r"arXiv:\d{4}\.\d{4,5}|doi:", s) for s in box.sources)
+    assert box.caveat.strip(), "what does not transfer from the toy"
+    for source in box.sources:  # every listed source is cited in the text, by its first author's name
+        author = re.match(r"[A-Z][\w-]+", source).group(0)
+        assert author in box.text, f"{lesson.slug}: {source} is listed but not cited in the text"
+
+
+AT_SCALE = ('title = "T"\nsummary = "S"\nminutes = 5\n[at_scale]\ntext = "{text}"\ncaveat = "{caveat}"\n'
+            'sources = [{sources}]')
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"text": "No figures (Fedus et al. 2021, abstract)."}, "field 'at_scale.text': give the real models' numbers"),
+    ({"text": "A 7x speed-up."}, "field 'at_scale.text': cite each figure"),
+    ({"caveat": ""}, "field 'at_scale.caveat': required"),
+    ({"sources": ""}, "field 'at_scale.sources': a non-empty list"),
+    ({"sources": '"Fedus et al. 2021, Switch Transformers"'}, "names no arXiv id, DOI or address"),
+])
+def test_a_malformed_at_scale_box_is_refused(tmp_path, fields, expected):
+    values = {"text": "A 7x speed-up (Fedus et al. 2021, abstract).", "caveat": "Toy sizes.",
+              "sources": '"Fedus et al. 2021, arXiv:2101.03961"', **fields}
+    with pytest.raises(LessonError) as err:
+        load_lesson(_write(tmp_path, GOOD_STEP, front=AT_SCALE.format(**values)))
+    assert expected in str(err.value) and "01-test.md, front matter" in str(err.value)
+    good = {"text": "A 7x speed-up (Fedus et al. 2021, abstract).", "caveat": "Toy sizes.",
+            "sources": '"Fedus et al. 2021, arXiv:2101.03961"'}
+    assert load_lesson(_write(tmp_path, GOOD_STEP, front=AT_SCALE.format(**good))).at_scale.caveat == "Toy sizes."
