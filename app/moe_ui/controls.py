@@ -46,7 +46,8 @@ def _sync_widgets(sess: PlaygroundSession, prefix: str) -> None:
 
     Streamlit forgets the value of a widget that was not drawn in the last run (Noise and Classes while the
     data set has none, Top-k under the switch router). Such a key is restored from the settings, which still
-    hold the learner's value, so a widget that comes back shows that value instead of its minimum."""
+    hold the learner's value. And a widget that comes back is drawn by the browser at its default (the
+    slider's minimum) unless its value was written in that very run, so every key is written every run."""
     s = sess.settings
     state = st.session_state
     if state.get(f"{prefix}__synced") != s:
@@ -54,11 +55,9 @@ def _sync_widgets(sess: PlaygroundSession, prefix: str) -> None:
             state[_key(prefix, name)] = getattr(s, name)
         state[_key(prefix, "limit_capacity")] = s.capacity_factor is not None
         state[f"{prefix}__synced"] = s
-    for name in settings_fields():
-        if _key(prefix, name) not in state:
-            state[_key(prefix, name)] = getattr(s, name)
-    if _key(prefix, "limit_capacity") not in state:
-        state[_key(prefix, "limit_capacity")] = s.capacity_factor is not None
+    for name in settings_fields():  # written every run: see the docstring
+        state[_key(prefix, name)] = state.get(_key(prefix, name), getattr(s, name))
+    state[_key(prefix, "limit_capacity")] = state.get(_key(prefix, "limit_capacity"), s.capacity_factor is not None)
     if state[_key(prefix, "capacity_factor")] is None:  # dropless: the hidden slider keeps the last factor used
         state[_key(prefix, "capacity_factor")] = state.get(f"{prefix}__last_capacity", 1.25)
 

@@ -147,9 +147,14 @@ def test_data_sets_and_routers_on_the_playground(page: Page, app_url: str):
             if not training:
                 settled(page)
                 charts_with_titles(page, 4)
+                page.get_by_role("button", name="Step", exact=True).click()  # the next click keeps the settings
+                expect(metric(page, "Step")).to_have_text("1", timeout=TIMEOUT)
+                settled(page)
             no_error(page, f"after data set {name}")
             if DATASETS[name].task != "language":
-                expect(widget(page, "Noise")).to_contain_text("0.15", timeout=TIMEOUT)
+                expect(widget(page, "Noise").locator("[aria-valuetext]")).to_have_attribute("aria-valuetext", "0.15",
+                                                                                             timeout=TIMEOUT)
+            assert url_settings(page.url).noise == 0.15, page.url
         for name in ROUTER_WALK:
             choose(page, "Router", ROUTER_LABELS[name])
             if not training:
