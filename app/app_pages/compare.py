@@ -97,15 +97,19 @@ def side_by_side() -> None:
                    "**Reset both** to compare them step for step.")
     label = "Test MSE" if sa.task == "regression" else "Test accuracy"
     fmt = "{:.4f}" if sa.task == "regression" else "{:.1%}"
-    m[1].metric(f"{label}: B", fmt.format(sb.test_quality),
-                delta=fmt.format(sb.test_quality - sa.test_quality) if same_step else None,
-                delta_color="inverse" if sa.task == "regression" else "normal", help="Delta is B minus A.")
-    for col, metric, name, f in ((m[2], "max_vio", "MaxVio: B", "{:.2f}"), (m[3], "dropped_frac", "Dropped: B",
-                                                                          "{:.1%}")):
+
+    def versus(col, name: str, va: float, vb: float, f: str, lower_is_better: bool) -> None:
+        """'A / B' and B minus A; no arrow when they agree to the digits shown (or steps differ)."""
+        delta = f.format(vb - va)
+        same = f.format(vb) == f.format(va)
+        col.metric(f"{name} (A / B)", f"{f.format(va)} / {f.format(vb)}",
+                   delta=delta if same_step and not same else None,
+                   delta_color="inverse" if lower_is_better else "normal", help="The change is B minus A.")
+
+    versus(m[1], label, sa.test_quality, sb.test_quality, fmt, sa.task == "regression")
+    for col, metric, name, f in ((m[2], "max_vio", "MaxVio", "{:.2f}"), (m[3], "dropped_frac", "Dropped", "{:.1%}")):
         if metric in ha.columns and metric in hb.columns and len(ha) and len(hb):
-            vb, va = hb[metric].iloc[-1], ha[metric].iloc[-1]
-            col.metric(name, f.format(vb), delta=f.format(vb - va) if same_step else None, delta_color="inverse",
-                       help="Delta is B minus A.")
+            versus(col, name, ha[metric].iloc[-1], hb[metric].iloc[-1], f, True)
     for name in chosen:
         ca, cb = st.columns(2)
         with ca:

@@ -130,6 +130,9 @@ def render_controls(
                   "switched to softmax top-k.")
         state[_key(prefix, "router")] = "softmax_topk"
     control("router", lambda: st.selectbox("Router", list(allowed), format_func=ROUTER_LABELS.get, **kw("router")))
+    if info.task == "language" and show("router"):
+        st.caption("Expert choice and Soft MoE are not offered here: they decide over the whole batch, so a token's "
+                   "route would depend on later characters (lesson 7).")
     control("n_experts", lambda: st.slider("Experts", 1, 64, **kw("n_experts")))
     n_experts = state[_key(prefix, "n_experts")]
     router = state[_key(prefix, "router")]
@@ -140,7 +143,8 @@ def render_controls(
         why = {"switch": "the switch router is top-1", "dense": "the dense mixture runs every expert",
                "soft": "Soft MoE mixes every expert's slots"}.get(router, "there is only one expert")
         if show("top_k"):
-            st.caption(f"Top-k: {state[k_key]} ({why})")
+            k_shown = f"all {n_experts}" if router in ("dense", "soft") and n_experts > 1 else state[k_key]
+            st.caption(f"Top-k: {k_shown} ({why})")
     else:
         control("top_k", lambda: st.slider("Top-k", 1, n_experts, **kw("top_k")))
 
@@ -152,8 +156,9 @@ def render_controls(
             st.slider("Capacity factor", 0.25, 4.0, step=0.05, **kw("capacity_factor"))
 
     control("capacity_factor", capacity)
-    control("overflow_policy", lambda: st.radio("Overflow priority", ["position", "probability"], horizontal=True,
-                                                **kw("overflow_policy")))
+    if state[_key(prefix, "limit_capacity")]:  # who keeps a slot matters only when slots can run out
+        control("overflow_policy", lambda: st.radio("Overflow priority", ["position", "probability"],
+                                                    horizontal=True, **kw("overflow_policy")))
 
     # ---- balancing -----------------------------------------------------------------------------------
     st.subheader("Balancing", divider="gray")
@@ -166,7 +171,7 @@ def render_controls(
         control("bias_update_rate", lambda: st.select_slider(
             "Bias update rate", _with(BIAS_STEPS, state[_key(prefix, "bias_update_rate")]),
             format_func=lambda v: f"{v:g}", **kw("bias_update_rate")))
-    control("normalize_topk", lambda: st.toggle("Renormalize top-k weights", **kw("normalize_topk")))
+    control("normalize_topk", lambda: st.toggle(CONTROL_BY_FIELD["normalize_topk"].label, **kw("normalize_topk")))
 
     # ---- model and training ---------------------------------------------------------------------------
     st.subheader("Model and training", divider="gray")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
+from moe_core import metrics
 from moe_core.session import TICK_SLOTS, PlaygroundSession
 from moe_core.snapshot import Snapshot
 from moe_ui import views
@@ -62,20 +64,26 @@ def history_until(history: pd.DataFrame, step: int) -> pd.DataFrame:
     return history
 
 
-def headline(snap: Snapshot, history: pd.DataFrame) -> None:
-    """The snapshot's numbers; `history` must end at the snapshot's step (history_until)."""
+def headline(snap: Snapshot, layer: int = 0) -> None:
+    """The snapshot's numbers. MaxVio and Dropped are those of the last training batch in the layer the views
+    show, so they match its load and buffer charts."""
     cols = st.columns(5)
     cols[0].metric("Step", f"{snap.step:,}")
     quality = {"classification": ("Test accuracy", f"{snap.test_quality:.1%}"),
                "regression": ("Test MSE", f"{snap.test_quality:.4f}"),
                "language": ("Next-char accuracy", f"{snap.test_quality:.1%}")}[snap.task]
     cols[1].metric(*quality)
-    last = history.iloc[-1] if len(history) else None
-    has_routing = last is not None and "max_vio" in history.columns
-    cols[2].metric("MaxVio", f"{last['max_vio']:.2f}" if has_routing else "–",
-                   help="max load / mean load - 1 on the last batch: 0 is perfectly balanced.")
-    cols[3].metric("Dropped", f"{last['dropped_frac']:.1%}" if has_routing else "–",
-                   help="Share of (token, expert) slots over capacity on the last batch.")
+    max_vio = dropped = "–"
+    if snap.batch_tokens and snap.layers:
+        view = snap.layers[min(layer, len(snap.layers) - 1)]
+        routed = float(np.sum(view.tokens_per_expert))
+        max_vio = f"{metrics.load_summary(view.tokens_per_expert)[1]:.2f}"
+        dropped = f"{1.0 - float(np.sum(view.kept_per_expert)) / routed if routed else 0.0:.1%}"
+    where = f" (layer {layer + 1})" if len(snap.layers) > 1 else ""
+    cols[2].metric(f"MaxVio{where}", max_vio,
+                   help="max load / mean load - 1 on the last training batch: 0 is perfectly balanced.")
+    cols[3].metric(f"Dropped{where}", dropped,
+                   help="Share of (token, expert) slots over capacity on the last training batch.")
     cols[4].metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
 
 
@@ -134,7 +142,9 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
         from moe_core.figures import METRIC_LABELS
 
         row = st.columns([5, 1], vertical_alignment="bottom")
-        options["curves"] = row[0].multiselect("Curves", list(METRIC_LABELS), default=views.DEFAULT_CURVES,
+        unrecorded = {"mse"} if snap.task != "regression" else {"accuracy"}
+        names = [m for m in METRIC_LABELS if m not in unrecorded]
+        options["curves"] = row[0].multiselect("Curves", names, default=views.DEFAULT_CURVES,
                                                format_func=METRIC_LABELS.get, key=f"{key}_curves")
         options["log_y"] = row[1].toggle("Log scale", key=f"{key}_logy")
     return chosen, options, layer
@@ -174,7 +184,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                     status(sess)
             snap = timeline_pick(sess, key)
             history = history_until(sess.trainer.history, snap.step)
-            headline(snap, history)
+            headline(snap, layer=st.session_state.get(f"{key}_layer") or 0)
             chosen, options, layer = view_options(snap, key, default_views, allowed_views)
             views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)
             if not sess.running and st.session_state.get(f"{key}_was_running"):

@@ -110,7 +110,9 @@ def share_url(settings: PlaygroundSettings) -> str:
     """The address of this page with the current settings as query parameters."""
     from urllib.parse import urlencode
 
-    base = (st.context.url or "").split("?")[0]
     query = urlencode({**settings.to_query_params(),
                        **{k: v for k, v in st.query_params.to_dict().items() if k in ("present", "hide")}})
+    base = (st.context.url or "").split("?")[0]
+    if query and base.count("/") == 2:  # http://host:port has no path: the query needs one ("/?experts=4")
+        base += "/"
     return f"{base}?{query}" if query else base

@@ -133,7 +133,8 @@ def capacity_buffers(snap: Snapshot, layer: int = 0, max_slots: int = 64) -> go.
     if C is None:
         title = "Each expert's tokens (dropless, no capacity)"
     else:
-        title = f"Buffers of C = {C} slots: {n_dropped} tokens dropped"
+        slots, tokens = ("slot" if C == 1 else "slots"), ("token" if n_dropped == 1 else "tokens")
+        title = f"Buffers of C = {C} {slots}: {n_dropped} {tokens} dropped"
     per = "each square = 1 token" if n == 1 else f"each square = {n} tokens (rounded up)"
     sub = "red = arrived when the buffer was full" if C is not None else "every routed token is processed"
     layout = layout_dict(title, HEIGHT, join_parts(per, sub, layer_label(int(layer), len(snap.layers)),

@@ -31,6 +31,7 @@ METRIC_LABELS: dict[str, str] = {
 LINE_COLOR = "#333333"  # scalar metrics stay grey: colour means "expert" everywhere in the app
 MAX_ROWS = 4000  # longer histories are thinned evenly before drawing
 PANEL_PX = 170  # height per panel when several are stacked
+MIN_PANEL_PX = 120  # per panel beyond four: the figure grows instead of squashing the panels
 ENTROPY_METRICS = ("router_entropy", "usage_entropy")
 
 
@@ -71,7 +72,8 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
         history = history.iloc[np.linspace(0, len(history) - 1, MAX_ROWS).round().astype(int)]
     x = history["step"].to_numpy() if "step" in history.columns else np.arange(len(history))
     n = len(shown)
-    height = 360 if n == 1 else min(960, 110 + PANEL_PX * n)
+    height = 360 if n == 1 else 110 + (PANEL_PX if n <= 4 else MIN_PANEL_PX) * n  # grows: panels stay readable
+    mode = "lines" if len(history) > 1 else "markers"  # one step is a point, not an empty chart
     vspace = min(0.12, 45.0 / height)
     axes = grid_axes(n, 1, vspace=vspace, shared_x=True)
     data, annotations, shapes = [], [], []
@@ -82,12 +84,12 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
             cols = load_columns(history)
             colors = expert_colors(min(len(cols), 256))
             for e, c in enumerate(cols[:256]):
-                data.append(dict(type="scatter", x=x, y=history[c].to_numpy(), mode="lines", name=expert_name(e),
+                data.append(dict(type="scatter", x=x, y=history[c].to_numpy(), mode=mode, name=expert_name(e),
                                  line=dict(color=colors[e], width=1.8), xaxis=xa, yaxis=ya, legendgroup="experts",
                                  legendgrouptitle=dict(text="tokens per expert") if e == 0 else None,
                                  hovertemplate=f"{expert_name(e)}: %{{y:.1f}} tokens at step %{{x}}<extra></extra>"))
         else:
-            data.append(dict(type="scatter", x=x, y=history[m].to_numpy(), mode="lines", name=metric_label(m),
+            data.append(dict(type="scatter", x=x, y=history[m].to_numpy(), mode=mode, name=metric_label(m),
                              line=dict(color=LINE_COLOR, width=2), xaxis=xa, yaxis=ya, showlegend=False,
                              hovertemplate=f"{metric_label(m)}: %{{y:.4g}} at step %{{x}}<extra></extra>"))
             if m in ENTROPY_METRICS and n_experts > 1:

@@ -76,7 +76,14 @@ def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
         "Tokens per expert: none dropped"
     if view.capacity is None:
         title = "Tokens per expert (dropless: none dropped)"
-    batch = f"last training batch: T = {T} tokens, k = {k} → {total} routed slots" if T else "last training batch"
+    if not T:
+        batch = "last training batch"
+    elif total == k * T:
+        batch = f"last training batch: T = {T} tokens, k = {k} → {total} routed slots"
+    elif total == E * T:  # dense: every token on every expert, whatever the config's k
+        batch = f"last training batch: T = {T} tokens, every token on all {E} experts → {total} slots"
+    else:  # expert choice, soft MoE: the experts' slots, not k per token
+        batch = f"last training batch: T = {T} tokens → {total} expert slots ({total / T:.2g} per token)"
     layout = layout_dict(title, HEIGHT, join_parts(batch, layer_label(int(layer), len(snap.layers)),
                                                    f"step {snap.step}"))
     layout.update(

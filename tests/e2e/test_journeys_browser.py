@@ -33,7 +33,7 @@ FIELD_OF_LABEL = {"Dataset": "dataset", "Noise": "noise", "Classes": "n_classes"
                   "Limit expert capacity": "capacity_factor",
                   "Capacity factor": "capacity_factor", "Overflow priority": "overflow_policy",
                   "Balancing loss": "aux_loss_coef", "Router z-loss": "z_loss_coef", "Router noise": "router_noise",
-                  "Bias update rate": "bias_update_rate", "Renormalize top-k weights": "normalize_topk",
+                  "Bias update rate": "bias_update_rate", "Renormalize top-k": "normalize_topk",
                   "Shared experts": "n_shared_experts", "Expert width": "expert_hidden", "Layers": "n_layers",
                   "Learning rate": "lr", "Batch size": "batch_size"}
 WIDGETS = ("stSelectbox", "stSlider", "stNumberInput", "stCheckbox", "stRadio")
@@ -120,12 +120,13 @@ def view_chips(page: Page) -> list[str]:
 
 
 def charts_with_titles(page: Page, count: int) -> None:
-    """At least `count` charts, each with a title (specialization adds a co-activation chart when k >= 2)."""
-    charts = page.get_by_test_id("stPlotlyChart")
-    page.wait_for_function(f"document.querySelectorAll('[data-testid=stPlotlyChart]').length >= {count}",
-                           timeout=TIMEOUT)
-    for i in range(charts.count()):
-        expect(charts.nth(i).locator(".gtitle").first).not_to_be_empty(timeout=TIMEOUT)
+    """At least `count` charts, each with a title (specialization adds a co-activation chart when k >= 2). One
+    retrying check in the page: charts redraw while it runs, so no locator is held across a redraw."""
+    page.wait_for_function(
+        """(n) => {
+          const charts = [...document.querySelectorAll('[data-testid=stPlotlyChart]')];
+          return charts.length >= n && charts.every(c => (c.querySelector('.gtitle')?.textContent || '').trim());
+        }""", arg=count, timeout=TIMEOUT)
 
 
 # -- a. data sets and routers, paused and training, Playground and Compare ----------------------------------------
@@ -222,12 +223,15 @@ def monkey_action(page: Page, rng: random.Random) -> str:
         options.nth(pick).click()
         return f"{label} = {text}"
     if kind == "toggle":
-        label = rng.choice(["Limit expert capacity", "Renormalize top-k weights"])
+        label = rng.choice(["Limit expert capacity", "Renormalize top-k"])
         widget(page, label).locator("label").first.click()
         return f"toggle {label}"
     if kind == "radio":
         option = rng.choice(["position", "probability"])
-        widget(page, "Overflow priority").get_by_text(option, exact=True).click()
+        radio = widget(page, "Overflow priority")
+        if not radio.count():
+            return "overflow (not shown: dropless)"
+        radio.get_by_text(option, exact=True).click()
         return f"overflow {option}"
     if kind == "seed":
         box = widget(page, "Seed").locator("input")

@@ -60,6 +60,8 @@ def test_moving_experts_updates_the_views_and_the_url(page: Page, app_url: str):
     expect(metric(page, "Step")).to_have_text("0", timeout=TIMEOUT)
     expect(page).to_have_url(re.compile(r"experts=9"), timeout=TIMEOUT)
     load_chart = page.get_by_test_id("stPlotlyChart").nth(1)
+    expect(load_chart).to_contain_text("No training batch yet", timeout=TIMEOUT)  # step 0: nothing routed yet
+    click_step(page, 1)
     expect(load_chart).to_contain_text("E8", timeout=TIMEOUT)  # the ninth expert has a bar
 
 
