@@ -65,12 +65,7 @@ def main() -> None:
 
             page.goto(f"{base}/?dataset=tokens&experts=8&top_k=2")
             settle(page)
-            train_a_while(page, 8)
-            views = page.get_by_test_id("stMultiSelect").filter(has_text="Views").first
-            views.click()
-            page.get_by_role("option", name="Characters by expert").click()
-            page.keyboard.press("Escape")
-            settle(page)
+            train_a_while(page, 8)  # "Characters by expert" is among the language model's default views
             shoot(page, out / "language.png", height=2600)
 
             page.goto(f"{base}/compare")
@@ -83,6 +78,9 @@ def main() -> None:
             shoot(page, out / "lessons.png", height=1300)
 
             page.goto(f"{base}/lessons?lesson=05-load-balancing&step=1")
+            settle(page)
+            predict = page.get_by_test_id("stMain").get_by_test_id("stRadio").first  # predict, then run
+            predict.locator("label").filter(has=page.get_by_role("radio")).last.click()
             settle(page)
             train_a_while(page, 6)
             shoot(page, out / "lesson_step.png", height=2200)

@@ -20,19 +20,11 @@ HEIGHT = 420
 DROPPED_FILL = "#BDBDBD"  # grey bar, hatched in dark grey: the tokens an expert had no room for
 FAIR_COLOR = "#333333"
 Y_HEADROOM = 1.12  # the y axis ends this much above the tallest bar or line
-LABEL_GAP = 0.1  # share of the y axis a line's label needs: closer lines put one label below its line
 
 
 def _line(y: float, E: int, name: str, dash: str, color: str) -> dict:
     return dict(type="scatter", x=[-0.5, E - 0.5], y=[y, y], mode="lines", name=name, hoverinfo="name",
                 line=dict(color=color, width=2.5, dash=dash))
-
-
-def _label(text: str, y: float, left: bool, color: str, above: bool = True) -> dict:
-    """A small label on a horizontal line, at its left or right end, sitting on it or hanging below it."""
-    return dict(text=text, x=0.0 if left else 1.0, xref="x domain", y=y, yref="y", xanchor="left" if left else "right",
-                yanchor="bottom" if above else "top", showarrow=False, font=dict(size=14, color=color),
-                bgcolor="rgba(255,255,255,0.8)")
 
 
 def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
@@ -59,18 +51,11 @@ def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
     T, k = snap.batch_tokens, snap.top_k
     fair_name = f"fair share k·T/E = {fair:.4g}" if total == k * T else f"fair share (slots / E) = {fair:.4g}"
     top = max(float(tokens.max()) if E else 0.0, float(view.capacity or 0), fair, 1.0)
-    annotations = []
-    fair_above = True
     if view.capacity is not None:
         C = int(view.capacity)
         data.append(_line(C, E, f"capacity C = {C}", "solid", DROPPED_COLOR))
-        # two lines closer than a label's height (~1/10 of the axis): the lower line's label hangs below it, so
-        # "capacity C = 32" and "fair share = 32" never sit side by side at one height
-        close = abs(C - fair) < LABEL_GAP * top * Y_HEADROOM
-        fair_above = not close or fair > C
-        annotations.append(_label(f"capacity C = {C}", C, True, DROPPED_COLOR, above=not close or fair <= C))
+    # the lines carry their values in the legend: labels on the lines would sit on the bars
     data.append(_line(fair, E, fair_name, "dash", FAIR_COLOR))
-    annotations.append(_label(f"fair share = {fair:.4g}", fair, False, FAIR_COLOR, above=fair_above))
     pct = 100.0 * n_dropped / total if total else 0.0
     title = f"Tokens per expert: {n_dropped} dropped ({pct:.1f} %)" if n_dropped else \
         "Tokens per expert: none dropped"
@@ -87,7 +72,7 @@ def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
     layout = layout_dict(title, HEIGHT, join_parts(batch, layer_label(int(layer), len(snap.layers)),
                                                    f"step {snap.step}"))
     layout.update(
-        barmode="stack", bargap=0.15, annotations=annotations,
+        barmode="stack", bargap=0.15,
         xaxis=dict(title=dict(text="expert"), **expert_ticks(E)),
         yaxis=dict(title=dict(text="tokens"), range=[0, top * Y_HEADROOM], rangemode="tozero"),
     )
