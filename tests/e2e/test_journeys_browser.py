@@ -412,3 +412,11 @@ def test_compare_keeps_both_sides_at_the_same_step(page: Page, app_url: str):
     expect(metric(page, "Step (A / B)")).to_have_text("1 / 1", timeout=TIMEOUT)
     assert step_value is not None
     no_error(page)
+
+
+# -- labels that fit ----------------------------------------------------------------------------------------------
+def test_the_curves_box_has_a_row_of_its_own(page: Page, app_url: str):
+    open_app(page, app_url)  # it sat in a narrow column where added curves were hidden
+    views = page.get_by_test_id("stMultiSelect").filter(has_text=re.compile(r"^Views")).first.bounding_box()
+    curves = page.get_by_test_id("stMultiSelect").filter(has_text=re.compile(r"^Curves")).first.bounding_box()
+    assert curves["width"] > 0.6 * views["width"], "the Curves box has room for the curves a learner adds"
