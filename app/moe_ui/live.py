@@ -111,8 +111,8 @@ VIEW_STATE = ("views", "mapmode", "curves", "logy", "layer", "timeline", "timeli
 
 
 def forget_view_state(key: str) -> None:
-    """Drop the view widgets' state of the live area `key`, so that its next draw starts from its defaults
-    (a lesson step's own views, however the step was reached)."""
+    """Drop the view widgets' state of the live area `key` (a lesson step left behind: the next step draws
+    under a key of its own, since the browser would keep the old key's choice whatever the defaults say)."""
     for name in VIEW_STATE:
         st.session_state.pop(f"{key}_{name}", None)
 
@@ -143,8 +143,8 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
 
         row = st.columns([5, 1], vertical_alignment="bottom")
         unrecorded = {"mse"} if snap.task != "regression" else {"accuracy"}
-        names = [m for m in METRIC_LABELS if m not in unrecorded]
-        options["curves"] = row[0].multiselect("Curves", names, default=views.DEFAULT_CURVES,
+        curve_names = [m for m in METRIC_LABELS if m not in unrecorded]
+        options["curves"] = row[0].multiselect("Curves", curve_names, default=views.DEFAULT_CURVES,
                                                format_func=METRIC_LABELS.get, key=f"{key}_curves")
         options["log_y"] = row[1].toggle("Log scale", key=f"{key}_logy")
     return chosen, options, layer
