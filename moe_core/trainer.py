@@ -24,7 +24,6 @@ from moe_core import metrics
 from moe_core.datasets import DataConfig, PointDataset, make_dataset, make_token_stream
 from moe_core.layer import LIVE_FIELDS, RoutingInfo
 from moe_core.models import ModelConfig, PointMoENet, TinyMoELM, moe_layers
-from moe_core.optim_step import fused_adamw_step
 from moe_core.snapshot import Snapshot, take_snapshot
 from moe_core.validation import check_choice, check_float, check_int
 
@@ -194,8 +193,7 @@ class Trainer:
         loss = task_loss
         for info in infos:
             loss = loss + info.aux_loss
-        for p in self.params:  # = optimizer.zero_grad(set_to_none=True), without its profiler hooks (~50 us)
-            p.grad = None
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # also when the loss is not finite: the check below reads it back with everything else
         norm = self._clip_gradients()
         values = self._read_back(loss, task_loss, quality, norm, infos)  # the step's only device sync
@@ -206,8 +204,9 @@ class Trainer:
         if not math.isfinite(norm_v):
             self._diverge(f"the gradients became {norm_v} at step {self.step_count + 1}")
             return None
-        torch._foreach_copy_(self._good, self._param_data)
-        fused_adamw_step(self.optimizer)
+        for good, weight in zip(self._good, self._param_data, strict=True):  # the weights of this finite step
+            good.copy_(weight)
+        self.optimizer.step()
         for layer in self.moe_layers:
             layer.update_router_bias()
         self.step_count += 1
@@ -218,27 +217,17 @@ class Trainer:
         return record
 
     def _clip_gradients(self) -> torch.Tensor:
-        """The global gradient norm, and the gradients scaled down to grad_clip when it is larger (0 = off).
-
-        Same arithmetic as torch.nn.utils.clip_grad_norm_ (coef = clip / (norm + 1e-6), capped at 1), in four
-        foreach calls: the library's version spends more time grouping tensors than the model's optimizer step.
-        """
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return self._zero
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # () global L2 norm
+        """The global L2 norm of the gradients, which are scaled down to grad_clip when it is larger (0 = off)."""
         clip = self.train_config.grad_clip
         if clip > 0:
-            coef = (clip / (norm + 1e-6)).clamp_(max=1.0)
-            # a coefficient of exactly 1 changes nothing: on a CPU reading it costs nothing and most steps skip
-            # the multiply (a pass over every gradient); elsewhere the read would wait for the device
-            if self.device.type != "cpu" or coef.item() < 1.0:
-                torch._foreach_mul_(grads, coef)
-        return norm
+            return torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads, foreach=True) if grads else self._zero
 
     def _diverge(self, what: str) -> None:
         """Stop, and put back the weights of the last step whose loss and gradients were finite."""
-        torch._foreach_copy_(self._param_data, self._good)
+        for weight, good in zip(self._param_data, self._good, strict=True):
+            weight.copy_(good)
         self.optimizer.zero_grad(set_to_none=True)
         self.diverged = (
             f"Training stopped: {what}. The weights of the last good step are kept. Lower the learning rate "
