@@ -25,6 +25,7 @@ __all__ = [
     "max_violation",
     "dropped_fraction",
     "tokens_left_behind",
+    "left_behind_count",
     "router_entropy",
     "usage_entropy",
     "expert_label_counts",
@@ -138,13 +139,24 @@ def tokens_left_behind(dropped: torch.Tensor, selected: torch.Tensor | None = No
     A slot is kept when it is selected and not dropped. Tokens that had no selected slot at all (possible
     with expert_choice) also count as left behind: they only keep their residual. 0.0 when T = 0.
     """
-    if selected is None:
-        selected = torch.ones_like(dropped, dtype=torch.bool)
     T = dropped.shape[0]
     if T == 0:
         return 0.0
+    return left_behind_count(dropped, selected) / T
+
+
+def left_behind_count(dropped: torch.Tensor, selected: torch.Tensor | None = None) -> int:
+    """How many tokens kept no slot at all: T − #tokens with ≥ 1 selected, undropped slot.
+
+    With expert choice (Zhou et al. 2022, arXiv:2202.09368) each expert picks its top-C tokens, so a token that
+    no expert picked has no selected slot; with token choice and a capacity, a token whose every slot
+    overflowed. Either way the MoE layer adds nothing for it: it passes on through the residual only.
+    dropped, selected: (T, K) bool; selected None means every slot was selected.
+    """
+    if selected is None:
+        selected = torch.ones_like(dropped, dtype=torch.bool)
     kept_any = (selected & ~dropped).any(dim=-1)  # (T,)
-    return 1.0 - int(kept_any.sum()) / T
+    return int(dropped.shape[0] - kept_any.sum())
 
 
 # -- entropy ----------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class LayerView:
     top_tokens: list[list[tuple[str, int]]] | None = None  # per expert: most frequent characters routed to it
     group_counts_basis: str = "slots"  # what group_expert_counts counts: kept routing slots, or "first_choice"
     # (each token's top-1 router probability) when every token runs every expert (see group_counts)
+    left_behind: int = 0  # tokens of the last training batch that kept no slot (metrics.left_behind_count):
+    # expert choice's tokens that no expert picked, or token choice's tokens whose every slot overflowed
 
 
 @dataclass
@@ -94,6 +96,7 @@ def take_snapshot(trainer: Trainer, grid_size: int = 48) -> Snapshot:
             view.tokens_per_expert = last[i].tokens_per_expert.cpu().numpy()
             view.kept_per_expert = last[i].kept_per_expert.cpu().numpy()
             view.capacity = last[i].capacity
+            view.left_behind = metrics.left_behind_count(last[i].dropped, last[i].selected)
             snap.batch_tokens = last[i].n_tokens
     if last and snap.layers and cfg.router not in ("expert_choice", "soft"):
         snap.extra["scaling"] = scaling_out(last[0], cfg)

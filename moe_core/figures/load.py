@@ -1,4 +1,5 @@
-"""Expert load: how many tokens of the last training batch each expert received, kept vs dropped."""
+"""Expert load: how many tokens of the last training batch each expert received, kept vs dropped; with expert
+choice, also the tokens no expert picked (left behind: Zhou et al. 2022, arXiv:2202.09368)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from moe_core.snapshot import Snapshot
 HEIGHT = 420
 DROPPED_FILL = "#BDBDBD"  # grey bar, hatched in dark grey: the tokens an expert had no room for
 FAIR_COLOR = "#333333"
+LEFT_BEHIND_FILL = "#FFFFFF"  # an empty bar, outlined: tokens that no expert processes
+NO_EXPERT_TICK = "no<br>expert"  # two short lines stay level beside the experts' names
 Y_HEADROOM = 1.12  # the y axis ends this much above the tallest bar or line
 
 
@@ -29,7 +32,9 @@ def _line(y: float, E: int, name: str, dash: str, color: str) -> dict:
 
 def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
     """Bars per expert of the tokens routed to it in the last training batch: kept (expert colour) stacked under
-    dropped (grey, hatched), with the capacity C (absent when dropless) and the fair share k·T/E as lines."""
+    dropped (grey, hatched), with the capacity C (absent when dropless) and the fair share k·T/E as lines. With
+    expert choice, one more bar past the experts, "no expert": the batch's tokens that no expert picked (they get
+    no MoE output), and the title counts them."""
     view = get_layer(snap, layer)
     tokens = np.asarray(view.tokens_per_expert, dtype=np.int64)
     kept = np.asarray(view.kept_per_expert, dtype=np.int64)
@@ -44,7 +49,7 @@ def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
         dict(type="bar", x=x, y=kept, name="kept (colour = expert)", customdata=custom, hovertemplate=hover,
              marker=dict(color=expert_colors(E), line=dict(width=0))),
         dict(type="bar", x=x, y=dropped, name="dropped (over capacity)", customdata=custom, hovertemplate=hover,
-             showlegend=view.capacity is not None,
+             showlegend=view.capacity is not None and snap.router != "expert_choice",  # it never drops
              marker=dict(color=DROPPED_FILL, line=dict(width=0),
                          pattern=dict(shape="/", fgcolor="#555", solidity=0.3))),
     ]
@@ -69,11 +74,24 @@ def expert_load(snap: Snapshot, layer: int = 0) -> go.Figure:
         batch = f"last training batch: T = {T} tokens, every token on all {E} experts → {total} slots"
     else:  # expert choice, soft MoE: the experts' slots, not k per token
         batch = f"last training batch: T = {T} tokens → {total} expert slots ({total / T:.2g} per token)"
+    left = int(view.left_behind)
+    ticks = expert_ticks(E)
+    if snap.router == "expert_choice":  # each expert picks its top-C tokens: some tokens are picked by none
+        share = 100.0 * left / T if T else 0.0
+        data.append(dict(type="bar", x=[E + 0.5], y=[left], name="no expert (left behind)", showlegend=False,
+                         text=[f"{left}"], textposition="outside", cliponaxis=False, width=0.85,  # named on the axis
+                         hovertemplate=f"picked by no expert: {left} of {T} tokens ({share:.1f} %)<extra></extra>",
+                         marker=dict(color=LEFT_BEHIND_FILL, line=dict(color=FAIR_COLOR, width=1.5),
+                                     pattern=dict(shape=".", fgcolor="#777", solidity=0.2))))
+        ticks = dict(ticks, tickvals=[*ticks["tickvals"], E + 0.5], ticktext=[*ticks["ticktext"], NO_EXPERT_TICK],
+                     range=[-0.5, E + 1.1])
+        top = max(top, float(left))
+        title = f"Tokens per expert: {left} left behind ({share:.1f} %)" if T else "Tokens per expert"
     layout = layout_dict(title, HEIGHT, join_parts(batch, layer_label(int(layer), len(snap.layers)),
                                                    f"step {snap.step}"))
     layout.update(
         barmode="stack", bargap=0.15,
-        xaxis=dict(title=dict(text="expert"), **expert_ticks(E)),
+        xaxis=dict(title=dict(text="expert"), **ticks),
         yaxis=dict(title=dict(text="tokens"), range=[0, top * Y_HEADROOM], rangemode="tozero"),
     )
     return make_figure(data, layout)
