@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from moe_core.validation import DictRoundTrip, check_bool, check_choice, check_float, check_int
 
 ROUTERS = (
-    "softmax_topk",  # softmax over experts, top-k (GShard / Mixtral / Qwen)
+    "softmax_topk",  # softmax over experts, top-k, both experts always (Mixtral / Qwen)
+    "gshard_top2",  # Lepikhin et al. 2020 (GShard), top-2; the 2nd expert kept at random, w.p. 2*g2 (Alg. 1)
     "noisy_topk",  # Shazeer et al. 2017, learned Gaussian noise on the logits
     "switch",  # Fedus et al. 2021, top-1 with multiplicative input jitter
     "expert_choice",  # Zhou et al. 2022, each expert picks its top-C tokens (non-causal)
@@ -51,6 +52,9 @@ class MoEConfig(DictRoundTrip):
     def __post_init__(self) -> None:
         check_int(self, "d_model", 1, MAX_D_MODEL)
         check_int(self, "n_experts", 1, MAX_EXPERTS)
+        if self.router == "gshard_top2" and isinstance(self.n_experts, int) and self.n_experts < 2:
+            raise ValueError(f"n_experts={self.n_experts} is not allowed with router 'gshard_top2': GShard's top-2 "
+                             "gating picks two different experts per token, so n_experts must be at least 2")
         check_int(self, "top_k", 1, self.n_experts if isinstance(self.n_experts, int) else MAX_EXPERTS)
         check_int(self, "expert_hidden", 1, MAX_EXPERT_HIDDEN)
         if self.capacity_factor is not None:
@@ -65,6 +69,11 @@ class MoEConfig(DictRoundTrip):
         check_int(self, "n_shared_experts", 0, MAX_SHARED_EXPERTS)
         check_float(self, "bias_update_rate", 0.0, 1.0)
         check_int(self, "slots_per_expert", 1, MAX_SLOTS_PER_EXPERT)
+        if self.router == "gshard_top2" and self.top_k != 2:
+            raise ValueError(
+                f"top_k={self.top_k} is not allowed with router 'gshard_top2': GShard's gating is top-2 (the 2nd "
+                "expert kept at random), so top_k must be 2 (use 'softmax_topk' for another k)"
+            )
         if self.router == "switch" and self.top_k != 1:
             raise ValueError(
                 f"top_k={self.top_k} is not allowed with router 'switch': the Switch Transformer routes each "

@@ -49,7 +49,7 @@ from moe_core.layer import MoELayer
 from moe_core.routers import SigmoidBiasRouter, build_router
 
 # routers that decide token by token (a shard of the batch routes like the whole batch would)
-EP_ROUTERS = ("softmax_topk", "noisy_topk", "switch", "sigmoid_bias", "hash", "dense")
+EP_ROUTERS = ("softmax_topk", "gshard_top2", "noisy_topk", "switch", "sigmoid_bias", "hash", "dense")
 KEY_BYTES = 8  # int64 global order of a candidate
 FLAG_BYTES = 1  # uint8 kept / dropped
 COUNT_BYTES = 8  # int64 entries of the counts exchange

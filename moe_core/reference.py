@@ -19,11 +19,17 @@ from moe_core.layer import MoELayer
 def naive_moe(
     layer: MoELayer, x: torch.Tensor, token_ids: torch.Tensor | None = None, noise: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, float, bool]]]]:
-    """Returns (y (T, d), weighted auxiliary loss, per token a list of (expert, weight, kept))."""
+    """Returns (y (T, d), weighted auxiliary loss, per token a list of (expert, weight, kept)).
+
+    noise: the training draw the layer was given: jitter factors (T, d), noisy_topk's N(0, 1) (T, E), Soft MoE's
+    (T, S), or gshard_top2's uniforms u (T,). A 2nd expert that lost its draw is not in the token's list."""
     cfg = layer.config
     T, d = x.shape
     E, k = cfg.n_experts, cfg.top_k
     train = layer.training
+    if cfg.router == "gshard_top2" and train and noise is None:
+        raise ValueError("naive_moe with router 'gshard_top2' in training needs noise: the (T,) uniform draws u "
+                         "that decide each token's 2nd expert (pass the same draws to the layer)")
     if cfg.router == "soft":
         return _naive_soft(layer, x, noise)
 
@@ -32,7 +38,8 @@ def naive_moe(
     probs_rows, logit_rows = [], []
     for t in range(T):
         xt = x[t]
-        xr = xt * noise[t] if (noise is not None and train and cfg.router != "noisy_topk") else xt
+        jitter = noise is not None and train and cfg.router not in ("noisy_topk", "gshard_top2")
+        xr = xt * noise[t] if jitter else xt
         if cfg.router == "hash":
             bucket = _bucket(layer, xt, None if token_ids is None else int(token_ids[t]))
             experts = [int(e) for e in layer.router.table[bucket]]
@@ -61,6 +68,13 @@ def naive_moe(
             order = sorted(range(E), key=lambda e: -logits[e].item())[:k]
             w = torch.softmax(torch.stack([logits[e] for e in order]), dim=0)
             choices.append([(e, w[i], w[i].item()) for i, e in enumerate(order)])
+        elif cfg.router == "gshard_top2":  # GShard Algorithm 1, for one token
+            e1, e2 = sorted(range(E), key=lambda e: -p[e].item())[:2]  # stable: ties to the lower index
+            g1, g2 = p[e1] / (p[e1] + p[e2]), p[e2] / (p[e1] + p[e2])  # normalized before any drop
+            slots = [(e1, g1, p[e1].item())]  # the 1st expert always
+            if not train or 2 * g2.item() > float(noise[t]):  # the 2nd with probability 2*g2, in training
+                slots.append((e2, g2, p[e2].item()))
+            choices.append(slots)
         elif cfg.router in ("softmax_topk", "switch"):
             order = sorted(range(E), key=lambda e: -p[e].item())[:k]
             normalize = cfg.normalize_topk and cfg.router != "switch"
@@ -73,9 +87,10 @@ def naive_moe(
         choices = [[(e, probs_rows[t][e], 0.0) for e in range(E) if (t, e) in picked] for t in range(T)]
 
     # 2. capacity: walk the (token, slot) pairs in priority order, keep while the expert has room
-    limited = cfg.router in ("softmax_topk", "noisy_topk", "switch", "sigmoid_bias")
+    limited = cfg.router in ("softmax_topk", "gshard_top2", "noisy_topk", "switch", "sigmoid_bias")
     C = expert_capacity(T, E, k, cfg.capacity_factor) if limited else None
-    pairs = [(j, t) for j in range(k if limited else 0) for t in range(T)]  # 1st choices first
+    # 1st choices first; a slot the token does not have (gshard_top2's 2nd that lost its draw) takes no room
+    pairs = [(j, t) for j in range(k if limited else 0) for t in range(T) if j < len(choices[t])]
     if cfg.overflow_policy == "probability":
         pairs.sort(key=lambda jt: -choices[jt[1]][jt[0]][2])  # stable: ties stay in position order
     kept = {(t, j): True for t in range(T) for j in range(len(choices[t]))}
@@ -108,6 +123,10 @@ def naive_moe(
         counts = [sum(1 for t in range(T) for (e2, _, _) in choices[t] if e2 == e) for e in range(E)]
         P = [sum(probs_rows[t][e] for t in range(T)) / T for e in range(E)]
         aux = aux + cfg.aux_loss_coef * E / (k * T) * sum(counts[e] * P[e] for e in range(E))
+    if cfg.router == "gshard_top2":  # GShard: c_e counts FIRST choices only (Algorithm 1), scaled by E^2
+        first = [sum(1 for t in range(T) if choices[t][0][0] == e) for e in range(E)]
+        P = [sum(probs_rows[t][e] for t in range(T)) / T for e in range(E)]
+        aux = aux + cfg.aux_loss_coef * E * sum(first[e] / T * P[e] for e in range(E))
     if cfg.router == "noisy_topk":
         importance = [sum(float(e2 == e) * w for t in range(T) for (e2, w, _) in choices[t]) for e in range(E)]
         load = _naive_noisy_load(layer, x, noise, logit_rows, choices) if train and k < E else [

@@ -171,8 +171,8 @@ class PlaygroundSettings:
 
     @classmethod
     def coerce(cls, values: dict[str, Any]) -> tuple[PlaygroundSettings, list[str]]:
-        """Fix combinations that cannot work together (top_k > experts, switch with k > 1, a non-causal
-        router on text), saying what was changed."""
+        """Fix combinations that cannot work together (top_k > experts, switch with k > 1, gshard_top2 with
+        k != 2, a non-causal router on text), saying what was changed."""
         default = cls()
         v = dict(values)
         notes = []
@@ -183,6 +183,13 @@ class PlaygroundSettings:
         if v["router"] == "switch" and v["top_k"] != 1:
             notes.append("The switch router sends each token to exactly one expert; top-k set to 1.")
             v["top_k"] = 1
+        if v["router"] == "gshard_top2":  # GShard's gating is top-2: two different experts per token
+            if v["n_experts"] < 2:
+                notes.append("GShard's top-2 router needs at least 2 experts; experts set to 2.")
+                v["n_experts"] = 2
+            if v["top_k"] != 2:
+                notes.append("GShard's router is top-2 (its 2nd expert kept at random); top-k set to 2.")
+                v["top_k"] = 2
         if DATASETS[v["dataset"]].task == "language" and v["router"] not in CAUSAL_ROUTERS:
             notes.append(f"The '{v['router']}' router is non-causal and cannot run in the language model; "
                          f"router set to {default.router}.")

@@ -25,8 +25,10 @@ BIAS_STEPS = [0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1]
 LR_STEPS = [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0]
 BATCH_STEPS = [16, 32, 64, 128, 256, 512, 1024]
 HIDDEN_STEPS = [4, 8, 16, 32, 64, 128, 256]
+FORCED_TOP_K = {"switch": 1, "gshard_top2": 2}  # routers whose paper fixes k (MoEConfig enforces it)
 ROUTER_LABELS = {
     "softmax_topk": "softmax top-k (Mixtral)",
+    "gshard_top2": "GShard top-2 (Lepikhin 2020)",
     "noisy_topk": "noisy top-k (Shazeer 2017)",
     "switch": "switch, top-1 (Fedus 2021)",
     "expert_choice": "expert choice (Zhou 2022)",
@@ -133,14 +135,20 @@ def render_controls(
     if info.task == "language" and show("router"):
         st.caption("Expert choice and Soft MoE are not offered here: they decide over the whole batch, so a token's "
                    "route would depend on later characters (lesson 7).")
-    control("n_experts", lambda: st.slider("Experts", 1, 64, **kw("n_experts")))
-    n_experts = state[_key(prefix, "n_experts")]
     router = state[_key(prefix, "router")]
+    min_experts = 2 if router == "gshard_top2" else 1  # GShard picks two different experts per token
+    if state[_key(prefix, "n_experts")] < min_experts:
+        state[_key(prefix, "n_experts")] = min_experts
+        note_once("GShard's top-2 router needs at least 2 experts; experts set to 2.")
+    control("n_experts", lambda: st.slider("Experts", min_experts, 64, **kw("n_experts")))
+    n_experts = state[_key(prefix, "n_experts")]
     k_key = _key(prefix, "top_k")
-    _keep_k_across_switch(prefix, router, n_experts)
+    _keep_k_across_forced(prefix, router, n_experts)
     state[k_key] = min(max(1, state[k_key]), n_experts)
-    if n_experts == 1 or router == "switch" or router in ("dense", "soft"):
+    if n_experts == 1 or router in FORCED_TOP_K or router in ("dense", "soft"):
         why = {"switch": "the switch router is top-1", "dense": "the dense mixture runs every expert",
+               "gshard_top2": "GShard's router is top-2; its 2nd expert is kept at random, with probability "
+                              "2·g₂ (its normalized weight g₂), in training",
                "soft": "Soft MoE mixes every expert's slots"}.get(router, "there is only one expert")
         if show("top_k"):
             k_shown = f"all {n_experts}" if router in ("dense", "soft") and n_experts > 1 else state[k_key]
@@ -187,19 +195,23 @@ def render_controls(
     _apply_widgets(sess, prefix)
 
 
-def _keep_k_across_switch(prefix: str, router: str, n_experts: int) -> None:
-    """The switch router forces top-1; leaving it gives the learner's top-k back (or the default), with a notice."""
+def _keep_k_across_forced(prefix: str, router: str, n_experts: int) -> None:
+    """Switch forces top-1 and GShard top-2 (FORCED_TOP_K); leaving them gives the learner's top-k back (or the
+    default), with a notice."""
     state = st.session_state
-    k_key, memory = _key(prefix, "top_k"), f"{prefix}__k_before_switch"
-    if router == "switch":
+    k_key, memory, forced_key = _key(prefix, "top_k"), f"{prefix}__k_before_forced", f"{prefix}__k_forced_by"
+    forced = FORCED_TOP_K.get(router)
+    if forced is not None:
         if memory not in state:
-            state[memory] = state[k_key] if state[k_key] != 1 else PlaygroundSettings().top_k
-        state[k_key] = 1
+            state[memory] = state[k_key] if state[k_key] != forced else PlaygroundSettings().top_k
+        state[k_key], state[forced_key] = forced, router
     elif memory in state:
-        k = min(state.pop(memory), n_experts)
-        if state[k_key] == 1 and k != 1:
+        k, by = min(state.pop(memory), n_experts), state.pop(forced_key, "switch")
+        forced = FORCED_TOP_K.get(by, 1)
+        if state[k_key] == forced and k != forced:
             state[k_key] = k
-            note_once(f"Top-k is back to {k}: the switch router had set it to 1.")
+            name = {"switch": "switch", "gshard_top2": "GShard top-2"}.get(by, by)
+            note_once(f"Top-k is back to {k}: the {name} router had set it to {forced}.")
 
 
 @once_per_click

@@ -8,6 +8,7 @@ from moe_core.config import MoEConfig
 from moe_core.routers.base import RouterOutput
 from moe_core.routers.dense import DenseRouter
 from moe_core.routers.expert_choice import ExpertChoiceRouter
+from moe_core.routers.gshard import GShardTop2Router
 from moe_core.routers.hash import HashRouter
 from moe_core.routers.noisy_topk import NoisyTopKRouter
 from moe_core.routers.sigmoid_bias import SigmoidBiasRouter
@@ -17,6 +18,7 @@ from moe_core.routers.switch import SwitchRouter
 
 ROUTER_CLASSES: dict[str, type[nn.Module]] = {
     "softmax_topk": SoftmaxTopKRouter,
+    "gshard_top2": GShardTop2Router,
     "noisy_topk": NoisyTopKRouter,
     "switch": SwitchRouter,
     "expert_choice": ExpertChoiceRouter,

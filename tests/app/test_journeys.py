@@ -16,6 +16,7 @@ from moe_core.lessons import load_lessons
 from moe_core.settings import PlaygroundSettings
 
 LESSONS = load_lessons()
+FORCED_TOP_K = {"switch": 1, "gshard_top2": 2}  # routers that fix k (app/moe_ui/controls.py)
 
 
 def every_ordered_pair(nodes: list[str]) -> list[str]:
@@ -95,28 +96,29 @@ def test_every_ordered_pair_of_data_sets(page_prefix, session_key, page):
 def test_every_ordered_pair_of_routers_and_top_k_comes_back_after_switch(dataset, routers):
     at = fresh({"dataset": dataset})
     widget(at, "ctl_top_k").set_value(3).run()
-    was_switch = False
+    was_forced = False
     for name in every_ordered_pair(routers)[1:]:
         widget(at, "ctl_router").set_value(name).run()
         no_error(at, f"-> {name}")
         settings = at.session_state["play"].settings
         assert settings.router == name
-        if name == "switch":
-            assert settings.top_k == 1
+        if name in FORCED_TOP_K:  # switch is top-1, GShard top-2
+            assert settings.top_k == FORCED_TOP_K[name]
         else:
-            assert settings.top_k == 3, f"-> {name}: the learner's top-k (3) is back after the switch router"
-            if was_switch:
+            assert settings.top_k == 3, f"-> {name}: the learner's top-k (3) is back after a router that fixes k"
+            if was_forced:
                 assert "Top-k is back to 3" in warnings_text(at)
             if name not in ("dense", "soft"):
                 assert widget(at, "ctl_top_k").value == 3
-        was_switch = name == "switch"
+        was_forced = name in FORCED_TOP_K
         assert len(at.get("plotly_chart")) == 4
 
 
 def test_compare_routers_on_both_sides_and_back():
     at = fresh(page="app_pages/compare.py")
     for side in ("cmpa", "cmpb"):
-        for name in ["switch", "expert_choice", "soft", "dense", "hash", "sigmoid_bias", "noisy_topk", "softmax_topk"]:
+        for name in ["switch", "expert_choice", "soft", "dense", "hash", "sigmoid_bias", "gshard_top2", "noisy_topk",
+                     "softmax_topk"]:
             widget(at, f"{side}_router").set_value(name).run()
             no_error(at, f"{side} -> {name}")
         assert widget(at, f"{side}_top_k").value == 2

@@ -23,7 +23,8 @@ from moe_core.settings import PlaygroundSettings
 from moe_core.views import VIEW_TITLES
 
 ROUTER_LABELS = {  # the Router box's labels (app/moe_ui/controls.py)
-    "softmax_topk": "softmax top-k", "noisy_topk": "noisy top-k", "switch": "switch, top-1",
+    "softmax_topk": "softmax top-k", "gshard_top2": "GShard top-2", "noisy_topk": "noisy top-k",
+    "switch": "switch, top-1",
     "expert_choice": "expert choice", "hash": "hash, fixed table", "soft": "soft MoE",
     "sigmoid_bias": "sigmoid + bias", "dense": "dense soft mixture",
 }
@@ -131,8 +132,8 @@ def charts_with_titles(page: Page, count: int) -> None:
 
 # -- a. data sets and routers, paused and training, Playground and Compare ----------------------------------------
 DATASET_WALK = [*[d for d in DATASETS if d != "spirals"], "spirals"]  # enter and leave every data set
-ROUTER_WALK = ["switch", "expert_choice", "soft", "switch", "dense", "hash", "sigmoid_bias", "noisy_topk",
-               "expert_choice", "softmax_topk"]
+ROUTER_WALK = ["switch", "expert_choice", "soft", "switch", "dense", "hash", "sigmoid_bias", "gshard_top2",
+               "noisy_topk", "expert_choice", "softmax_topk"]
 assert set(DATASET_WALK) == set(DATASETS) and set(ROUTER_WALK) == set(ROUTERS)
 
 

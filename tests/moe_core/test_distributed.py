@@ -31,6 +31,7 @@ CASES = [  # (name, config fields, T, dtype)
     ("topk2-skewed-cf1", dict(router="softmax_topk", top_k=2, capacity_factor=1.0), 24, "skew"),
     ("topk2-float32-grouped", dict(router="softmax_topk", top_k=2, capacity_factor=1.25, d_model=16), 32, "float32"),
     ("noisy-topk-cf1", dict(router="noisy_topk", top_k=2, capacity_factor=1.0), 24, "float64"),
+    ("gshard-top2-cf0.75", dict(router="gshard_top2", top_k=2, capacity_factor=0.75), 24, "float64"),
     ("sigmoid-bias-cf1", dict(router="sigmoid_bias", top_k=2, capacity_factor=1.0), 24, "float64"),
     ("hash", dict(router="hash", top_k=2), 24, "float64"),
     ("dense", dict(router="dense", top_k=1), 24, "float64"),
@@ -49,6 +50,8 @@ def _case(case: tuple) -> tuple[MoELayer, torch.Tensor, torch.Tensor | None, tor
         if cfg.router == "noisy_topk":  # zero-initialized in tensor2tensor; random weights avoid ties
             layer.router.weight.normal_(0, 0.5, generator=g)
             layer.router.noise_weight.normal_(0, 0.5, generator=g)
+        if cfg.router == "gshard_top2":  # a confident router: the draws reject some 2nd experts
+            layer.router.weight.normal_(0, 1.0, generator=g)
         if cfg.router == "sigmoid_bias":
             layer.router.bias.copy_(torch.linspace(-0.3, 0.3, cfg.n_experts))
         if kind == "skew":  # every token prefers experts 0 and 1: the other ranks' experts get nothing
@@ -60,6 +63,8 @@ def _case(case: tuple) -> tuple[MoELayer, torch.Tensor, torch.Tensor | None, tor
     noise = None
     if cfg.router == "noisy_topk":
         noise = torch.randn(T, cfg.n_experts, generator=g, dtype=dtype)
+    elif cfg.router == "gshard_top2":  # the uniforms that decide each token's 2nd expert
+        noise = torch.rand(T, generator=g, dtype=dtype)
     elif cfg.router_noise:
         noise = 1 - cfg.router_noise + 2 * cfg.router_noise * torch.rand(T, cfg.d_model, generator=g, dtype=dtype)
     probe = torch.randn(T, cfg.d_model, generator=g, dtype=dtype)
