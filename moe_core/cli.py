@@ -1,8 +1,9 @@
-"""Command line: `moe-playground` (or `python -m moe_core`) with train, sweep, info and ep-bench.
+"""Command line: `moe-playground` (or `python -m moe_core`) with train, sweep, info, inspect and ep-bench.
 
     moe-playground train --dataset spirals --experts 8 --top-k 2 --steps 500 --metrics-out run.csv
     moe-playground sweep --top-k 1 2 4 --experts 4 8 16 --steps 200 --metrics-out sweep.csv
     moe-playground info --experts 64 --top-k 8 --capacity-factor 1.25 --tokens 4096
+    moe-playground inspect --model allenai/OLMoE-1B-7B-0924 --text "x = 1" --out routing.csv --summary-json s.json
 
 Flags mirror the config fields (see cli_options.OPTIONS). Bad flags or values print one line,
 `moe-playground: error: ...`, and exit with status 2; a diverged training run exits with status 1.
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tokens per MoE layer call, T of the capacity formula "
                            "(default: the batch size; batch size x context for the language model)")
 
+    inspect = sub.add_parser("inspect", help="routing of a pretrained MoE model on a text, as CSV (and JSON)",
+                             description="Run a pretrained MoE language model (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, "
+                                         "Granite-MoE, DeepSeek-V2/V3) on a text and write its own routing: one "
+                                         "CSV row per (layer, position, rank).")
+    _inspect_module().add_arguments(inspect)
+
     sub.add_parser(EP_BENCH, help="expert-parallel benchmark (moe_core.ep_bench; its own flags follow)",
                    add_help=False)
     return parser
@@ -134,7 +141,19 @@ def cmd_ep_bench(rest: list[str]) -> int:
     return 0 if code is None else int(code)
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "info": cmd_info}
+def _inspect_module():
+    return importlib.import_module("moe_core.real_models.inspect_cli")  # light: transformers loads in run()
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Write the routing of --model on the text (moe_core.real_models.inspect_cli)."""
+    try:
+        return _inspect_module().run(args)
+    except ValueError as err:  # RefusedError included: too big, not MoE, remote code, offline, ...
+        raise UsageError(str(err)) from None
+
+
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "info": cmd_info, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:
