@@ -22,6 +22,11 @@ A lesson file looks like this (a teacher edits it without touching Python):
     try = "Press Play, then raise the balancing loss to 0.01."
     code = "moe_core.metrics.load_balancing_loss"   # printed in "show the code"
     budget = 1500                           # steps the observation needs
+    compare = { aux_loss_coef = 0.01 }      # optional: an A/B step. A trains the preset, B the preset with these
+                                            # changes, side by side on the same data and seed (never a data field,
+                                            # never an unlocked control: the compared controls stay fixed)
+    compare_labels = ["no balancing loss", "balancing loss 0.01"]  # optional: what the "A: ..." / "B: ..." titles
+                                            # say (default: the controls that differ, with their values)
 
     [check]                                 # optional multiple-choice question
     question = "What does MaxVio measure?"
@@ -70,7 +75,10 @@ METRICS = ("max_vio", "load_cv", "dropped_frac", "router_entropy", "usage_entrop
            "test_quality", "mutual_information", "regime_ownership", "active_fraction", "distinct_owners")
 EXPECTATIONS = ("at_least", "at_most", "ratio_at_least", "ratio_at_most", "greater_than_against",
                 "less_than_against")
-STEP_KEYS = {"preset", "unlocked", "highlight", "views", "try", "code", "budget", "check", "predict", "observe"}
+STEP_KEYS = {"preset", "unlocked", "highlight", "views", "try", "code", "budget", "check", "predict", "observe",
+             "compare", "compare_labels"}
+SAME_DATA_FIELDS = ("dataset", "noise", "n_classes", "seed")  # A and B of a comparison always share these
+LABEL_CHARS = 40  # a compare label is a column title beside another: keep it short
 CHECK_KEYS = {"question", "options", "answer", "feedback"}
 PREDICT_KEYS = {"question", "metric", "options", "bounds", "answer", "explain"}
 AT_SCALE_KEYS = {"text", "caveat", "sources"}
@@ -145,10 +153,18 @@ class Step:
     check: Check | None
     observe: list[Observation]
     predict: Predict | None = None
+    compare: dict[str, Any] = field(default_factory=dict)  # an A/B step: B's changes to the preset ({}: none)
+    compare_labels: tuple[str, str] | None = None  # short titles of A and B (None: name the differing controls)
 
     @property
     def settings(self) -> PlaygroundSettings:
+        """A's settings: the preset (the predict box and the check are about this run)."""
         return PlaygroundSettings(**self.preset)
+
+    @property
+    def settings_b(self) -> PlaygroundSettings | None:
+        """B's settings on an A/B step (the preset with `compare`), else None."""
+        return PlaygroundSettings(**{**self.preset, **self.compare}) if self.compare else None
 
 
 @dataclass(frozen=True)
@@ -246,9 +262,49 @@ def _step(where: str, number: int, title: str, body: str) -> Step:
     observe = [_observation(o, f"{at}, observe[{i}]", preset) for i, o in enumerate(spec.get("observe", []))]
     if observe and budget == 0:
         raise LessonError(f"{at}, field 'budget': observations need a training budget > 0")
+    compare, labels = _compare(spec, at, preset, lists["unlocked"])
     return Step(title=title, text=prose, preset=preset, unlocked=lists["unlocked"], highlight=lists["highlight"],
                 views=lists["views"], try_this=spec["try"], code=spec["code"], budget=budget, check=check,
-                observe=observe, predict=predict)
+                observe=observe, predict=predict, compare=compare, compare_labels=labels)
+
+
+def _compare(spec: dict[str, Any], at: str, preset: dict[str, Any],
+             unlocked: list[str]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """The A/B fields: B's changes to the preset (validated like the preset), and the sides' optional labels."""
+    compare = spec.get("compare", {})
+    if not isinstance(compare, dict):
+        raise LessonError(f"{at}, field 'compare': must be a table of settings (B's changes to the preset)")
+    compare = _none_values(compare)
+    a = PlaygroundSettings(**preset)
+    for name, value in compare.items():
+        if name not in CONTROL_BY_FIELD:
+            raise LessonError(f"{at}, field 'compare.{name}': not a control; known: {sorted(CONTROL_BY_FIELD)}")
+        if name in SAME_DATA_FIELDS:
+            raise LessonError(f"{at}, field 'compare.{name}': A and B train on the same data and seed; compare "
+                              f"anything but {', '.join(SAME_DATA_FIELDS)}")
+        if name in unlocked:
+            raise LessonError(f"{at}, field 'compare.{name}': also unlocked; a compared control stays fixed on "
+                              "both sides (the unlocked controls change A and B alike), so remove it from 'unlocked'")
+        if getattr(a, name) == value:
+            raise LessonError(f"{at}, field 'compare.{name}': {value!r} is already the preset's value, so A and B "
+                              "would not differ in it")
+    if compare:
+        try:
+            b = PlaygroundSettings(**{**preset, **compare})
+        except (ValueError, TypeError) as err:
+            raise LessonError(f"{at}, field 'compare': {err}") from None
+        if PlaygroundSettings.coerce(vars(b))[0] != b:
+            raise LessonError(f"{at}, field 'compare': B is an impossible combination (see the Playground's notes)")
+    labels = spec.get("compare_labels")
+    if labels is None:
+        return compare, None
+    if not compare:
+        raise LessonError(f"{at}, field 'compare_labels': labels need a 'compare' table (the B side)")
+    if not isinstance(labels, list) or len(labels) != 2 \
+            or not all(isinstance(v, str) and 0 < len(v.strip()) <= LABEL_CHARS for v in labels):
+        raise LessonError(f"{at}, field 'compare_labels': two non-empty strings of at most {LABEL_CHARS} "
+                          "characters, A's and B's")
+    return compare, (labels[0].strip(), labels[1].strip())
 
 
 def _none_values(values: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import inspect
 import re
 
 import streamlit as st
-from moe_ui import controls, live, state
+from moe_ui import controls, live, pair, state
 
 from moe_core.lesson_checks import BATCH_METRICS, TAIL_STEPS, metric_value
 from moe_core.lessons import LessonError, Predict, learner_key, load_lessons, option_order, resolve_code
@@ -48,12 +48,17 @@ def measured(pkey: str, sess: PlaygroundSession, metric: str) -> float:
     return kept[1]
 
 
-def predict_box(predict: Predict, sess: PlaygroundSession, budget: int, preset_changed: bool, pkey: str) -> None:
-    """Predict, then run: the choice locks once training starts; the run's measured value decides."""
+def predict_box(predict: Predict, sess: PlaygroundSession, budget: int, preset_changed: bool, pkey: str,
+                a_of_two: bool = False) -> None:
+    """Predict, then run: the choice locks once training starts; the run's measured value decides.
+    a_of_two: an A/B step, where the prediction is about A, the preset's run."""
     name, fmt = METRIC_NAMES[predict.metric]
     started = sess.running or sess.step > 0
     with st.container(border=True):
         st.markdown(f"**Predict, then run:** {predict.question}")
+        if a_of_two:
+            st.caption(":material/compare: This step trains two runs: the prediction is about **A**, this step's "
+                       "preset, and is measured on A.")
         choice = st.radio("Your prediction", predict.options, index=None, key=pkey, disabled=started,
                           on_change=_record_prediction, args=(pkey, sess), label_visibility="collapsed")
         made_at = st.session_state.get(f"{pkey}_at", 0)
@@ -74,7 +79,8 @@ def predict_box(predict: Predict, sess: PlaygroundSession, budget: int, preset_c
         tail = f"mean of the last {TAIL_STEPS} steps, " if predict.metric in BATCH_METRICS else ""
         cols = st.columns(2)
         cols[0].markdown(f"**Your prediction**  \n{choice if choice is not None else '(none)'}")
-        cols[1].markdown(f"**Measured** ({tail}at step {sess.step:,})  \n{name} = {fmt.format(value)}: "
+        cols[1].markdown(f"**Measured** ({tail}{'on A, ' if a_of_two else ''}at step {sess.step:,})  \n"
+                         f"{name} = {fmt.format(value)}: "
                          f"{predict.options[landed]}")
         if preset_changed:
             st.caption(":material/tune: Measured on your settings, which differ from this step's preset.")
@@ -143,6 +149,8 @@ key = f"lesson::{slug}::{number}"
 if st.session_state.get("lesson_key") != key:  # a new step: a fresh model from the step's preset
     st.session_state["lesson_key"] = key
     st.session_state["lesson_sess"] = PlaygroundSession(step.settings)
+    # an A/B step: B, the preset with the step's `compare` changes, on the same data and seed
+    st.session_state["lesson_sess_b"] = PlaygroundSession(step.settings_b) if step.compare else None
     st.session_state.pop("les__synced", None)
     live.forget_view_state(st.session_state.get("lesson_views_key", "les"))
     # A new key per step: the browser keeps a widget's last value under its old key, so the step's own views
@@ -150,11 +158,25 @@ if st.session_state.get("lesson_key") != key:  # a new step: a fresh model from 
     st.session_state["lesson_views_key"] = f"les{st.session_state.get('lesson_steps_seen', 0)}"
     st.session_state["lesson_steps_seen"] = st.session_state.get("lesson_steps_seen", 0) + 1
 sess: PlaygroundSession = st.session_state["lesson_sess"]
+sess_b: PlaygroundSession | None = st.session_state.get("lesson_sess_b")
+titles = ("", "")
 
 with st.sidebar:
     st.caption(f"Controls for this step ({len(step.unlocked)} unlocked)")
+    if sess_b is not None:
+        titles = pair.side_titles(step.settings, step.settings_b, step.compare_labels)
+        differ = "; ".join(f"{label}: A {pair.shown_value(va)}, B {pair.shown_value(vb)}"
+                           for label, va, vb in pair.differences(step.settings, step.settings_b))
+        st.caption(f":material/compare: Two runs, A and B: these controls set both alike. They differ only in "
+                   f"{differ}, fixed for this step.")
+    trainers_before = (sess.trainer, sess_b.trainer if sess_b is not None else None)
     controls.render_controls(sess, prefix="les", unlocked=set(step.unlocked), highlight=set(step.highlight),
                              allow_upload=False)
+    if sess_b is not None:
+        pair.follow(sess, sess_b, step.compare)
+        note = pair.align(sess, sess_b, trainers_before)
+        if note:
+            state.note_once(note)
 
 st.button("All lessons", on_click=go, args=(None,), icon=":material/arrow_back:", type="tertiary")
 st.title(f"{lesson.title}")
@@ -170,11 +192,16 @@ elif outcome:
         st.markdown(outcome)
 st.info(f"**Try this:** {step.try_this}", icon=":material/touch_app:")
 if step.predict is not None:
-    predict_box(step.predict, sess, step.budget, sess.settings != step.settings, f"predict_{key}")
+    predict_box(step.predict, sess, step.budget, sess.settings != step.settings, f"predict_{key}",
+                a_of_two=sess_b is not None)
 
-live.transport(sess, key="les")
-live.live_area(sess, key=st.session_state["lesson_views_key"], default_views=step.views, allowed_views=step.views,
-               stop_at=step.budget or None)
+live.transport(sess, key="les", partner=sess_b)
+if sess_b is None:
+    live.live_area(sess, key=st.session_state["lesson_views_key"], default_views=step.views,
+                   allowed_views=step.views, stop_at=step.budget or None)
+else:
+    pair.pair_area(sess, sess_b, key=st.session_state["lesson_views_key"], titles=titles, default_views=step.views,
+                   allowed_views=step.views, stop_at=step.budget or None)
 
 if step.check is not None and step.predict is not None and not (sess.running or sess.step > 0):
     with st.container(border=True):  # the question or its options could give the prediction away

@@ -21,31 +21,40 @@ TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks re
 # Button callbacks act once per click (moe_ui/state.py, once_per_click), and Play/Pause sets the state its
 # label shows rather than toggling.
 @once_per_click
-def _set_running(sess: PlaygroundSession, running: bool) -> None:
-    sess.running = running and not sess.trainer.diverged
+def _set_running(sessions: tuple[PlaygroundSession, ...], running: bool) -> None:
+    for sess in sessions:
+        sess.running = running and not sess.trainer.diverged
 
 
 @once_per_click
-def _step(sess: PlaygroundSession) -> None:
-    sess.running = False
-    sess.step_once()
+def _step(sessions: tuple[PlaygroundSession, ...]) -> None:
+    for sess in sessions:
+        sess.running = False
+        sess.step_once()
 
 
 @once_per_click
-def _reset(sess: PlaygroundSession) -> None:
-    sess.reset()
+def _reset(sessions: tuple[PlaygroundSession, ...]) -> None:
+    for sess in sessions:
+        sess.reset()
 
 
-def transport(sess: PlaygroundSession, key: str) -> None:
-    """Play / Pause, Step, Reset. Callbacks change state before the rerun: fast repeated clicks are safe."""
+def transport(sess: PlaygroundSession, key: str, partner: PlaygroundSession | None = None) -> None:
+    """Play / Pause, Step, Reset. Callbacks change state before the rerun: fast repeated clicks are safe.
+
+    partner: a second run (A/B) that every button drives too: Play shows Pause while both train, Step steps both,
+    "Reset both" resets both."""
+    sessions = (sess,) if partner is None else (sess, partner)
+    running = all(s.running for s in sessions)
+    stuck = all(s.trainer.diverged is not None for s in sessions)
     cols = st.columns(3)
-    label, icon = ("Pause", ":material/pause:") if sess.running else ("Play", ":material/play_arrow:")
-    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_set_running, args=(sess, not sess.running),
-                   type="primary", disabled=sess.trainer.diverged is not None, width="stretch")
-    cols[1].button("Step", key=f"{key}_step", icon=":material/skip_next:", on_click=_step, args=(sess,),
-                   disabled=sess.trainer.diverged is not None, width="stretch")
-    cols[2].button("Reset", key=f"{key}_reset", icon=":material/restart_alt:", on_click=_reset, args=(sess,),
-                   width="stretch")
+    label, icon = ("Pause", ":material/pause:") if running else ("Play", ":material/play_arrow:")
+    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_set_running, args=(sessions, not running),
+                   type="primary", disabled=stuck, width="stretch")
+    cols[1].button("Step", key=f"{key}_step", icon=":material/skip_next:", on_click=_step, args=(sessions,),
+                   disabled=stuck, width="stretch")
+    cols[2].button("Reset" if partner is None else "Reset both", key=f"{key}_reset", icon=":material/restart_alt:",
+                   on_click=_reset, args=(sessions,), width="stretch")
 
 
 def status(sess: PlaygroundSession) -> None:
@@ -64,26 +73,49 @@ def history_until(history: pd.DataFrame, step: int) -> pd.DataFrame:
     return history
 
 
+QUALITY = {"classification": ("Test accuracy", "{:.1%}"), "regression": ("Test MSE", "{:.4f}"),
+           "language": ("Next-char accuracy", "{:.1%}")}
+BATCH_HELP = {
+    "MaxVio": "max load / mean load - 1 on the last training batch: 0 is perfectly balanced.",
+    "Dropped": "Share of (token, expert) slots over capacity on the last training batch.",
+    "Left behind": "Share of the last training batch's tokens that no expert picked: expert choice lets each "
+                   "expert pick its top-C tokens, so a token may be picked by several experts or by none, and then "
+                   "the MoE layer adds nothing to it (Zhou et al. 2022, arXiv:2202.09368). The load view counts "
+                   "them in its 'no expert' bar.",
+}
+BATCH_FORMAT = {"MaxVio": "{:.2f}", "Dropped": "{:.1%}", "Left behind": "{:.1%}"}
+
+
+def batch_numbers(snap: Snapshot, layer: int = 0) -> dict[str, float | None]:
+    """MaxVio and Dropped (Left behind for expert choice, where nothing is ever dropped) of the last training
+    batch in `layer`, the numbers its load and buffer charts draw; None before the first batch."""
+    lost = "Left behind" if snap.router == "expert_choice" else "Dropped"
+    if not (snap.batch_tokens and snap.layers):
+        return {"MaxVio": None, lost: None}
+    view = snap.layers[min(layer, len(snap.layers) - 1)]
+    routed = float(np.sum(view.tokens_per_expert))
+    if lost == "Left behind":
+        share = view.left_behind / snap.batch_tokens
+    else:
+        share = 1.0 - float(np.sum(view.kept_per_expert)) / routed if routed else 0.0
+    return {"MaxVio": metrics.load_summary(view.tokens_per_expert)[1], lost: share}
+
+
+def layer_suffix(snap: Snapshot, layer: int) -> str:
+    return f" (layer {layer + 1})" if len(snap.layers) > 1 else ""
+
+
 def headline(snap: Snapshot, layer: int = 0) -> None:
-    """The snapshot's numbers. MaxVio and Dropped are those of the last training batch in the layer the views
-    show, so they match its load and buffer charts."""
+    """The snapshot's numbers. MaxVio and Dropped (Left behind for expert choice) are those of the last training
+    batch in the layer the views show, so they match its load and buffer charts."""
     cols = st.columns(5)
     cols[0].metric("Step", f"{snap.step:,}")
-    quality = {"classification": ("Test accuracy", f"{snap.test_quality:.1%}"),
-               "regression": ("Test MSE", f"{snap.test_quality:.4f}"),
-               "language": ("Next-char accuracy", f"{snap.test_quality:.1%}")}[snap.task]
-    cols[1].metric(*quality)
-    max_vio = dropped = "–"
-    if snap.batch_tokens and snap.layers:
-        view = snap.layers[min(layer, len(snap.layers) - 1)]
-        routed = float(np.sum(view.tokens_per_expert))
-        max_vio = f"{metrics.load_summary(view.tokens_per_expert)[1]:.2f}"
-        dropped = f"{1.0 - float(np.sum(view.kept_per_expert)) / routed if routed else 0.0:.1%}"
-    where = f" (layer {layer + 1})" if len(snap.layers) > 1 else ""
-    cols[2].metric(f"MaxVio{where}", max_vio,
-                   help="max load / mean load - 1 on the last training batch: 0 is perfectly balanced.")
-    cols[3].metric(f"Dropped{where}", dropped,
-                   help="Share of (token, expert) slots over capacity on the last training batch.")
+    name, fmt = QUALITY[snap.task]
+    cols[1].metric(name, fmt.format(snap.test_quality))
+    where = layer_suffix(snap, layer)
+    for col, (name, value) in zip(cols[2:4], batch_numbers(snap, layer).items(), strict=True):
+        col.metric(f"{name}{where}", "–" if value is None else BATCH_FORMAT[name].format(value),
+                   help=BATCH_HELP[name])
     cols[4].metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
 
 

@@ -421,3 +421,48 @@ def test_the_curves_box_has_a_row_of_its_own(page: Page, app_url: str):
     views = page.get_by_test_id("stMultiSelect").filter(has_text=re.compile(r"^Views")).first.bounding_box()
     curves = page.get_by_test_id("stMultiSelect").filter(has_text=re.compile(r"^Curves")).first.bounding_box()
     assert curves["width"] > 0.6 * views["width"], "the Curves box has room for the curves a learner adds"
+
+
+# -- f. a lesson's A/B step and expert choice's tokens left behind -------------------------------------------------
+def test_an_a_b_step_reached_by_next_shows_both_runs(page: Page, app_url: str):
+    lesson, number = next((les, n) for les in LESSONS for n, s in enumerate(les.steps, 1)
+                          if s.compare and n > 1 and not les.steps[n - 2].compare)
+    step = lesson.steps[number - 1]
+    page.goto(f"{app_url}/lessons?lesson={lesson.slug}&step={number - 1}")
+    expect(page.get_by_test_id("stProgress")).to_contain_text(f"Step {number - 1} of", timeout=TIMEOUT)
+    settled(page)
+    expect(metric(page, "Step (A / B)")).to_have_count(0)
+    page.get_by_role("button", name="Next", exact=True).click()
+    expect(page.get_by_test_id("stProgress")).to_contain_text(f"Step {number} of", timeout=TIMEOUT)
+    settled(page)
+    page.get_by_role("button", name="Step", exact=True).click()
+    expect(metric(page, "Step (A / B)")).to_have_text("1 / 1", timeout=TIMEOUT)
+    settled(page)
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_text(re.compile(r"^A: "))).to_have_count(1)
+    expect(main.get_by_text(re.compile(r"^B: "))).to_have_count(1)
+    for view in step.views:
+        expect(main.get_by_text(f"A · {VIEW_TITLES[view]}", exact=True)).to_be_visible()
+        expect(main.get_by_text(f"B · {VIEW_TITLES[view]}", exact=True)).to_be_visible()
+    charts_with_titles(page, 2 * len(step.views))
+    boxes = [c.bounding_box() for c in main.get_by_test_id("stPlotlyChart").all()[:2]]
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 5 and boxes[1]["x"] > boxes[0]["x"] + boxes[0]["width"] / 2, \
+        "A's and B's first view side by side"
+    expect(page.get_by_role("button", name="Reset both", exact=True)).to_be_visible()
+    no_error(page)
+
+
+def test_expert_choice_headline_and_load_view_show_the_tokens_left_behind(page: Page, app_url: str):
+    open_app(page, f"{app_url}/?router=expert_choice&capacity=0.5")
+    expect(metric(page, "Left behind")).to_have_text("–")
+    expect(metric(page, "Dropped")).to_have_count(0)
+    page.get_by_role("button", name="Step", exact=True).click()
+    expect(metric(page, "Step")).to_have_text("1", timeout=TIMEOUT)
+    share = float(metric(page, "Left behind").inner_text().rstrip("%"))
+    # E experts x C = 0.5 * k * T / E picks = T picks (k = 2) and experts pick some tokens twice: some are left over
+    assert share > 0.0
+    settled(page)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gtitle')].some(t => /left behind/.test(t.textContent))",
+        timeout=TIMEOUT)
+    no_error(page)

@@ -1,0 +1,209 @@
+"""Two runs side by side (A and B): the Compare page and a lesson's A/B step share this.
+
+Both train on the same data and seed (moe_core.lessons.SAME_DATA_FIELDS), the same number of steps each tick,
+and show the same views in two columns under "A: ..." / "B: ..." titles that say what differs.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from moe_core.lessons import SAME_DATA_FIELDS
+from moe_core.session import TICK_SLOTS, PlaygroundSession
+from moe_core.settings import CONTROLS, PlaygroundSettings
+from moe_core.snapshot import Snapshot
+from moe_ui import views
+from moe_ui.live import (
+    BATCH_FORMAT,
+    BATCH_HELP,
+    QUALITY,
+    TICK_SECONDS,
+    TRAIN_BUDGET_S,
+    batch_numbers,
+    layer_suffix,
+    view_options,
+)
+from moe_ui.state import presenter_mode
+
+PAIR_METRIC_REM = 1.6  # Streamlit's metric value is 2.25rem: "97.0% / 99.3%" was cut at a quarter of 1280 px
+
+
+def differences(a: PlaygroundSettings, b: PlaygroundSettings) -> list[tuple[str, Any, Any]]:
+    """(control label, A's value, B's value) for every control where A and B differ, in the controls' order."""
+    return [(c.label, getattr(a, c.field), getattr(b, c.field)) for c in CONTROLS
+            if getattr(a, c.field) != getattr(b, c.field)]
+
+
+def shown_value(value: Any) -> str:
+    """A setting's value as a title reads it: 'on' / 'off', 'none' (no capacity), 0.01."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def side_titles(a: PlaygroundSettings, b: PlaygroundSettings,
+                labels: tuple[str, str] | None = None) -> tuple[str, str]:
+    """'A: ...' and 'B: ...': the given labels, else the differing controls with each side's value."""
+    if labels is not None:
+        return f"A: {labels[0]}", f"B: {labels[1]}"
+    diff = differences(a, b)
+    if not diff:
+        return "A", "B"
+    return ("A: " + ", ".join(f"{label} {shown_value(va)}" for label, va, _ in diff),
+            "B: " + ", ".join(f"{label} {shown_value(vb)}" for label, _, vb in diff))
+
+
+def keep_same_data(a: PlaygroundSession, b: PlaygroundSession) -> None:
+    """B always trains on A's data and seed."""
+    shared = {f: getattr(a.settings, f) for f in SAME_DATA_FIELDS}
+    if any(getattr(b.settings, f) != v for f, v in shared.items()):
+        b.apply(PlaygroundSettings.coerce({**vars(b.settings), **shared})[0])
+
+
+def follow(a: PlaygroundSession, b: PlaygroundSession, changes: dict[str, Any]) -> None:
+    """B becomes A's settings with `changes` (a lesson's A/B step: the sidebar's controls set both sides)."""
+    wanted = PlaygroundSettings.coerce({**vars(a.settings), **changes})[0]
+    if wanted != b.settings:
+        try:
+            b.apply(wanted)
+        except ValueError as err:  # validated again by the trainer: B keeps its settings, and says so
+            st.warning(f"B could not follow that change: {err}", icon=":material/info:")
+
+
+def align(a: PlaygroundSession, b: PlaygroundSession, trainers_before: tuple[Any, Any]) -> str | None:
+    """When a change rebuilt one side's model (from step 0) but not the other's, the other starts again too, so
+    that both are compared at the same step. Returns the note to show, or None."""
+    rebuilt = [s.trainer is not before for s, before in zip((a, b), trainers_before, strict=True)]
+    if rebuilt[0] == rebuilt[1]:
+        return None
+    changed, follower = ("A", b) if rebuilt[0] else ("B", a)
+    running = follower.running
+    follower.reset()
+    follower.running = running
+    return (f"{changed}'s change rebuilt its model, so {'B' if changed == 'A' else 'A'} starts again too: both are "
+            "compared at the same step.")
+
+
+def train_both(a: PlaygroundSession, b: PlaygroundSession, stop_at: int | None = None) -> bool:
+    """One live tick for both: the leading side trains for half a tick's budget (its fair share on a busy server)
+    and the other then runs exactly as many steps, so the views stay aligned step for step and two runs cost
+    about what one costs on the Playground. stop_at: a lesson step's budget; both pause there. True when this tick
+    reached it."""
+    if not (a.running or b.running):
+        return False
+    lead, other = (a, b) if a.running else (b, a)
+    before = lead.step
+    steps = lead.settings.steps_per_tick
+    if stop_at is not None and before < stop_at:
+        steps = min(steps, stop_at - before)  # land on the budget, not past it
+    done = lead.tick(budget_s=TRAIN_BUDGET_S / 2, steps=steps, only_if_running=True, fair=True).steps
+    if other.running and done:
+        other.tick(budget_s=float("inf"), steps=done, only_if_running=True)
+    if stop_at is not None and before < stop_at <= lead.step:
+        a.running = b.running = False
+        return True
+    return False
+
+
+def status(a: PlaygroundSession, b: PlaygroundSession, stop_at: int | None, reached: bool) -> None:
+    for side, sess in (("A", a), ("B", b)):
+        if sess.trainer.diverged:
+            st.error(f"{side}: {sess.status_line}", icon=":material/error:")
+    if reached:
+        st.success(f"Reached this step's {stop_at:,} training steps on both A and B, enough to see what the text "
+                   "describes: training paused. Press Play to go on.", icon=":material/flag:")
+    elif a.running or b.running:
+        rate = ""
+        lead = a if a.running else b
+        if lead.last_tick and lead.last_tick.seconds > 0:
+            rate = f" at {lead.last_tick.steps / lead.last_tick.seconds:.0f} steps/s"
+        st.success(f"Training A and B: step {a.step:,} / {b.step:,}{rate}.", icon=":material/model_training:")
+    else:
+        at = f"step {a.step:,}" if a.step == b.step else f"steps {a.step:,} (A) and {b.step:,} (B)"
+        st.info(f"Paused at {at}.", icon=":material/pause_circle:")
+
+
+def headline(sa: Snapshot, sb: Snapshot, layer: int = 0) -> None:
+    """'A / B' for each number, with B minus A as the change when both are at the same step."""
+    same_step = sa.step == sb.step  # deltas only between equal steps (one side may have diverged and stopped)
+    na, nb = batch_numbers(sa, layer), batch_numbers(sb, layer)
+    names = ["MaxVio", *(n for n in ("Dropped", "Left behind") if n in na or n in nb)]
+    if not presenter_mode():  # two numbers per metric: smaller digits keep "97.0% / 99.3%" whole in a column
+        st.html(f"<style>[data-testid='stMetricValue'] {{font-size: {PAIR_METRIC_REM}rem;}}</style>")
+    cols = st.columns(2 + len(names))
+    cols[0].metric("Step (A / B)", f"{sa.step:,} / {sb.step:,}")
+
+    def versus(col, name: str, va: float | None, vb: float | None, f: str, lower_is_better: bool,
+               help_text: str = "") -> None:
+        """'A / B' and B minus A; no arrow when they agree to the digits shown (or steps differ)."""
+        shown = [("–" if v is None else f.format(v)) for v in (va, vb)]
+        delta = None
+        if same_step and None not in (va, vb) and shown[0] != shown[1]:
+            delta = f.format(vb - va)
+        col.metric(f"{name} (A / B)", " / ".join(shown), delta=delta,
+                   delta_color="inverse" if lower_is_better else "normal",
+                   help=(help_text + " " if help_text else "") + "The change is B minus A.")
+
+    label, fmt = QUALITY[sa.task]
+    versus(cols[1], label, sa.test_quality, sb.test_quality, fmt, sa.task == "regression")
+    where = layer_suffix(sa, layer)
+    for col, name in zip(cols[2:], names, strict=True):
+        versus(col, f"{name}{where}", na.get(name), nb.get(name), BATCH_FORMAT[name], True, BATCH_HELP[name])
+    if not same_step:
+        st.caption(":material/info: A and B are at different steps, so no differences are shown: press "
+                   "**Reset both** to compare them step for step.")
+
+
+def side_by_side(sa: Snapshot, ha: pd.DataFrame, sb: Snapshot, hb: pd.DataFrame, chosen: list[str], key: str,
+                 titles: tuple[str, str], layer: int = 0, options: dict | None = None) -> None:
+    """Each chosen view twice, A's left and B's right, under the sides' titles."""
+    head = st.columns(2)
+    for col, title in zip(head, titles, strict=True):
+        col.markdown(f"**{title}**")
+    for name in chosen:
+        if name not in views.available_views(sa) or name not in views.available_views(sb):
+            continue
+        ca, cb = st.columns(2)
+        for col, side, snap, history in ((ca, "a", sa, ha), (cb, "b", sb, hb)):
+            with col:
+                st.caption(f"{side.upper()} · {views.VIEWS[name]}")
+                views.render_view(name, snap, history, key=f"{key}_{side}_{name}", layer=layer, options=options)
+
+
+def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tuple[str, str],
+              default_views: list[str] | None = None, allowed_views: list[str] | None = None,
+              stop_at: int | None = None) -> None:
+    """The ticking fragment for two runs (live.live_area's twin): train both a time-boxed chunk, then the status,
+    the headline (A / B) and the views side by side. Ticks wait for the server's TICK_SLOTS like live_area's.
+
+    stop_at: a lesson step's budget: both pause when A reaches it, and the status says so."""
+
+    @st.fragment(run_every=TICK_SECONDS if (a.running or b.running) else None)
+    def tick() -> None:
+        timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
+        with TICK_SLOTS if timer else nullcontext():
+            status_box = st.empty()  # a yield point: a tick whose page is gone stops here (see live_area)
+            if train_both(a, b, stop_at):
+                st.session_state[f"{key}_budget_done"] = (a.step, b.step)
+            with status_box.container():
+                reached = not (a.running or b.running) and st.session_state.get(f"{key}_budget_done") == (a.step,
+                                                                                                           b.step)
+                status(a, b, stop_at, reached)
+            sa, sb = a.latest, b.latest
+            headline(sa, sb, layer=st.session_state.get(f"{key}_layer") or 0)
+            chosen, options, layer = view_options(sa, key, default_views, allowed_views)
+            side_by_side(sa, a.trainer.history, sb, b.trainer.history, chosen, key, titles, layer, options)
+            running = a.running or b.running
+            if not running and st.session_state.get(f"{key}_was_running"):
+                st.session_state[f"{key}_was_running"] = False
+                st.rerun()  # training stopped inside a tick (diverged, budget): a full run redraws the buttons
+            st.session_state[f"{key}_was_running"] = running
+
+    st.session_state[f"{key}_full_run"] = True
+    tick()
