@@ -23,6 +23,10 @@ ROUTERS = (
 )
 CAUSAL_ROUTERS = tuple(r for r in ROUTERS if r not in ("expert_choice", "soft"))
 OVERFLOW_POLICIES = ("position", "probability")
+# the precision of the router's logits and softmax: float32 is Switch's "selective precision" (Fedus et al. 2021,
+# §2.4); bfloat16 computes them as plain mixed-precision training would, on the routers built on softmax top-k
+ROUTER_DTYPES = ("float32", "bfloat16")
+BF16_ROUTERS = ("softmax_topk", "switch")
 
 MAX_EXPERTS = 256
 MAX_D_MODEL = 4096
@@ -48,6 +52,7 @@ class MoEConfig(DictRoundTrip):
     n_shared_experts: int = 0  # always-on experts added to every token (DeepSeekMoE)
     bias_update_rate: float = 1e-3  # sigmoid_bias: bias step per optimizer step (DeepSeek-V3 uses 1e-3)
     slots_per_expert: int = 4  # soft: learned slots per expert (Soft MoE's p)
+    router_dtype: str = "float32"  # precision of the router logits and softmax: one of ROUTER_DTYPES
 
     def __post_init__(self) -> None:
         check_int(self, "d_model", 1, MAX_D_MODEL)
@@ -69,6 +74,12 @@ class MoEConfig(DictRoundTrip):
         check_int(self, "n_shared_experts", 0, MAX_SHARED_EXPERTS)
         check_float(self, "bias_update_rate", 0.0, 1.0)
         check_int(self, "slots_per_expert", 1, MAX_SLOTS_PER_EXPERT)
+        check_choice(self, "router_dtype", ROUTER_DTYPES)
+        if self.router_dtype == "bfloat16" and self.router not in BF16_ROUTERS:
+            raise ValueError(
+                f"router_dtype='bfloat16' is not allowed with router '{self.router}': the bfloat16 router is built "
+                f"for the softmax top-k routers ({', '.join(BF16_ROUTERS)}); use router_dtype='float32'"
+            )
         if self.router == "gshard_top2" and self.top_k != 2:
             raise ValueError(
                 f"top_k={self.top_k} is not allowed with router 'gshard_top2': GShard's gating is top-2 (the 2nd "

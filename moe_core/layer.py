@@ -34,7 +34,7 @@ from moe_core.routers.base import Router
 # config fields that can change between steps without rebuilding the layer
 LIVE_FIELDS = frozenset(
     {"capacity_factor", "overflow_policy", "aux_loss_coef", "z_loss_coef", "router_noise", "bias_update_rate",
-     "normalize_topk"}
+     "normalize_topk", "router_dtype"}
 )
 
 
@@ -141,7 +141,7 @@ class MoELayer(nn.Module):
             expert_index=out.expert_index.detach(),
             combine_weights=combine,
             router_probs=out.probs.detach(),
-            router_logits=out.logits.detach(),
+            router_logits=out.logits.detach().float() if out.logits.dtype == torch.bfloat16 else out.logits.detach(),
             dropped=dropped,
             selected=selected,
             tokens_per_expert=tokens_per_expert,
@@ -158,6 +158,8 @@ class MoELayer(nn.Module):
         cfg = self.config
         form = self.router.softmax_topk_form() if isinstance(self.router, Router) else None
         if form is None or (cfg.capacity_factor is not None and cfg.overflow_policy != "position"):
+            return None
+        if cfg.router_dtype != "float32":  # the C kernels are float32/float64 only: bfloat16 takes the torch ops
             return None
         k, normalize = form
         w_router, w_in, w_out = self.router.weight, self.experts.w_in, self.experts.w_out

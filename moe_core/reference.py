@@ -45,7 +45,10 @@ def naive_moe(
             experts = [int(e) for e in layer.router.table[bucket]]
             choices.append([(e, torch.tensor(1.0 / k, dtype=x.dtype), 0.0) for e in experts])
             continue
-        logits = torch.stack([xr @ layer.router.weight[e] for e in range(E)])  # (E,)
+        if cfg.router_dtype == "bfloat16":  # the router without selective precision: dot products, softmax in bf16
+            logits = torch.stack([xr.bfloat16() @ layer.router.weight[e].bfloat16() for e in range(E)])
+        else:
+            logits = torch.stack([xr @ layer.router.weight[e] for e in range(E)])  # (E,)
         if cfg.router == "noisy_topk":
             std = torch.stack([F.softplus(xt @ layer.router.noise_weight[e]) + 1e-2 for e in range(E)])
             logits = logits + (noise[t] * std if train else 0.0)
@@ -79,7 +82,7 @@ def naive_moe(
             order = sorted(range(E), key=lambda e: -p[e].item())[:k]
             normalize = cfg.normalize_topk and cfg.router != "switch"
             total = sum(p[e] for e in order) if normalize else 1.0
-            choices.append([(e, p[e] / total, p[e].item()) for e in order])
+            choices.append([(e, (p[e] / total).to(x.dtype), p[e].item()) for e in order])
 
     if cfg.router == "expert_choice":  # 1b. experts choose tokens instead
         C = min(T, expert_capacity(T, E, k, cfg.capacity_factor or 1.0))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from moe_core.config import CAUSAL_ROUTERS, OVERFLOW_POLICIES, ROUTERS, MoEConfig
+from moe_core.config import BF16_ROUTERS, CAUSAL_ROUTERS, OVERFLOW_POLICIES, ROUTER_DTYPES, ROUTERS, MoEConfig
 from moe_core.datasets import DATASETS, DataConfig
 from moe_core.models import ModelConfig
 from moe_core.trainer import TrainConfig
@@ -58,6 +58,9 @@ CONTROLS: tuple[Control, ...] = (
             help="Weight of the z-loss that keeps router logits small and training stable (ST-MoE)."),
     Control("router_noise", "router_noise", "Router noise", "float", 0.0, 1.0, resets=False,
             help="Training-time noise on the router's input (jitter) or on the Soft MoE logits."),
+    Control("router_dtype", "router_dtype", "Router precision", "choice", choices=ROUTER_DTYPES, resets=False,
+            help="Number format of the router's logits and softmax: float32 (Switch's selective precision) or "
+                 "bfloat16, as plain mixed-precision training would compute them. Softmax top-k routers only."),
     Control("normalize_topk", "normalize", "Renormalize top-k", "bool", resets=False,
             help="Rescale the k chosen weights to sum to 1 (Mixtral) or keep the raw probabilities."),
     Control("bias_update_rate", "bias_rate", "Bias update rate", "float", 0.0, 0.1, resets=False,
@@ -92,6 +95,7 @@ class PlaygroundSettings:
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.0
     router_noise: float = 0.0
+    router_dtype: str = "float32"
     normalize_topk: bool = True
     bias_update_rate: float = 1e-3
     n_shared_experts: int = 0
@@ -116,7 +120,7 @@ class PlaygroundSettings:
             capacity_factor=self.capacity_factor, router=self.router, normalize_topk=self.normalize_topk,
             overflow_policy=self.overflow_policy, aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
             router_noise=self.router_noise, n_shared_experts=self.n_shared_experts,
-            bias_update_rate=self.bias_update_rate,
+            bias_update_rate=self.bias_update_rate, router_dtype=self.router_dtype,
         )
         info = DATASETS[self.dataset]
         n_classes = self.n_classes
@@ -194,6 +198,10 @@ class PlaygroundSettings:
             notes.append(f"The '{v['router']}' router is non-causal and cannot run in the language model; "
                          f"router set to {default.router}.")
             v["router"] = default.router
+        if v["router_dtype"] == "bfloat16" and v["router"] not in BF16_ROUTERS:
+            notes.append(f"The bfloat16 router precision is built for the softmax top-k routers "
+                         f"({', '.join(BF16_ROUTERS)}), not '{v['router']}'; router precision set to float32.")
+            v["router_dtype"] = "float32"
         problems = validate(v)
         for problem in problems:  # anything still wrong (should not happen) falls back field by field
             notes.append(problem)
@@ -211,6 +219,9 @@ def validate(values: Mapping[str, Any]) -> list[str]:
                 for c in CONTROLS if not _in_range(c, values.get(c.field))]
     if not problems and values["top_k"] > values["n_experts"]:
         problems.append(f"top_k={values['top_k']}: allowed at most n_experts={values['n_experts']}")
+    if not problems and values["router_dtype"] == "bfloat16" and values["router"] not in BF16_ROUTERS:
+        problems.append(f"router_dtype='bfloat16': allowed only with the routers {', '.join(BF16_ROUTERS)}, "
+                        f"not '{values['router']}'")
     return problems
 
 

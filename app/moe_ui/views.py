@@ -61,13 +61,14 @@ def _builders(snap: Snapshot, history: pd.DataFrame, layer: int, o: dict) -> dic
         "cost": lambda: figures.sparsity_cost(snap),
         "language": lambda: figures.top_tokens_figure(snap, layer=layer),
         "scaling": lambda: figures.scaling_out(snap),
+        "memory": figures.model_memory,  # published configs: the same whatever the playground trains
     }
 
 
 def render_view(name: str, snap: Snapshot, history: pd.DataFrame, key: str, layer: int = 0,
                 options: dict | None = None) -> None:
     layer = min(layer, max(0, len(snap.layers) - 1))
-    if not snap.layers and name not in ("curves", "cost"):
+    if not snap.layers and name not in ("curves", "cost", "memory"):
         st.info("The dense twin has no router: nothing to show here.")
         return
     if name == "language":

@@ -13,6 +13,7 @@ from moe_core.figures.cost import sparsity_cost
 from moe_core.figures.curves import METRIC_LABELS, training_curves
 from moe_core.figures.language import expert_legend_html, probe_text_html, top_tokens_figure
 from moe_core.figures.load import expert_load
+from moe_core.figures.model_memory import model_memory
 from moe_core.figures.palette import base_layout, expert_colors, expert_name, presenter_fonts, with_alpha
 from moe_core.figures.probabilities import router_probabilities
 from moe_core.figures.routing_map import MODES, routing_map
@@ -29,6 +30,7 @@ __all__ = [
     "expert_legend_html",
     "expert_load",
     "expert_name",
+    "model_memory",
     "presenter_fonts",
     "probe_text_html",
     "router_probabilities",

@@ -61,7 +61,9 @@ class Router(nn.Module):
         return None
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = router_dtype(x)
+        """x W_r^T in float32 (float64 for float64 input); in bfloat16 when config.router_dtype says so: the logits
+        a mixed-precision model computes without Switch's selective precision (Fedus et al. 2021, §2.4)."""
+        dtype = torch.bfloat16 if self.config.router_dtype == "bfloat16" else router_dtype(x)
         return x.to(dtype) @ self.weight.to(dtype).t()  # (T, E)
 
     def jittered(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
@@ -139,7 +141,12 @@ class SoftmaxTopK:
 
 
 def softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_coef: float) -> SoftmaxTopK:
-    """One C call each way on a CPU when the kernel is built (routers/fused.py), else the torch ops below."""
+    """One C call each way on a CPU when the kernel is built (routers/fused.py), else the torch ops below.
+
+    bfloat16 logits (router_dtype='bfloat16') run the torch ops in bfloat16: softmax, top-k, renormalization and
+    losses are rounded as in a router without selective precision. The results come back as float32 tensors
+    holding those bfloat16 values, so that everything downstream (dispatch, metrics, plots) is unchanged.
+    """
     if fused_available(logits, k):
         r = fused_softmax_topk(logits, k, normalize, z_grad=z_coef > 0)
         return SoftmaxTopK(r.probs, r.gates, r.index, {"load_balance": r.load_balance, "z": r.z}, r.counts,
@@ -147,6 +154,9 @@ def softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_coef: float) -
     probs, z = softmax_with_z(logits, z_coef)  # (T, E)
     gates, index = topk_gates(probs, k, normalize)  # (T, k) each
     losses, counts = balance_losses(z, probs, index, logits.shape[1])
+    if logits.dtype == torch.bfloat16:
+        probs, gates = probs.float(), gates.float()
+        losses = {name: loss.float() for name, loss in losses.items()}
     return SoftmaxTopK(probs, gates, index, losses, counts, None)
 
 

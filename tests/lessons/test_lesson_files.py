@@ -14,8 +14,8 @@ from moe_core.settings import PlaygroundSettings
 LESSONS = load_lessons()
 
 
-def test_eight_lessons_of_four_to_eight_steps():
-    assert len(LESSONS) == 8
+def test_nine_lessons_of_four_to_eight_steps():
+    assert len(LESSONS) == 9
     for lesson in LESSONS:
         assert 4 <= len(lesson.steps) <= 8, lesson.slug
         assert lesson.summary and 1 <= lesson.minutes <= 60
