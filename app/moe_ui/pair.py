@@ -9,7 +9,9 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from moe_core.lessons import SAME_DATA_FIELDS
@@ -29,6 +31,7 @@ from moe_ui.live import (
 )
 from moe_ui.state import presenter_mode
 
+SHARED_Y = ("load", "curves")  # views that A and B draw on the same y range, panel by panel
 PAIR_METRIC_REM = 1.6  # Streamlit's metric value is 2.25rem: "97.0% / 99.3%" was cut at a quarter of 1280 px
 
 
@@ -170,10 +173,58 @@ def side_by_side(sa: Snapshot, ha: pd.DataFrame, sb: Snapshot, hb: pd.DataFrame,
         if name not in views.available_views(sa) or name not in views.available_views(sb):
             continue
         ca, cb = st.columns(2)
-        for col, side, snap, history in ((ca, "a", sa, ha), (cb, "b", sb, hb)):
+        figs = same_scale(name, sa, ha, sb, hb, layer, options)
+        for i, (col, side, snap, history) in enumerate(((ca, "a", sa, ha), (cb, "b", sb, hb))):
             with col:
                 st.caption(f"{side.upper()} · {views.VIEWS[name]}")
-                views.render_view(name, snap, history, key=f"{key}_{side}_{name}", layer=layer, options=options)
+                if figs is not None:
+                    views.chart(figs[i], key=f"{key}_{side}_{name}")
+                else:
+                    views.render_view(name, snap, history, key=f"{key}_{side}_{name}", layer=layer, options=options)
+
+
+def same_scale(name: str, sa: Snapshot, ha: pd.DataFrame, sb: Snapshot, hb: pd.DataFrame, layer: int,
+               options: dict | None) -> tuple[go.Figure, go.Figure] | None:
+    """A's and B's figure of a SHARED_Y view on one y range per panel, else None (drawn as usual): bars or curves
+    side by side on different scales look alike when they are not (MaxVio 2.7-3 beside 2-4)."""
+    if name not in SHARED_Y or not (sa.layers and sb.layers and sa.batch_tokens and sb.batch_tokens):
+        return None
+    if name == "curves" and ((options or {}).get("log_y") or not (len(ha) and len(hb))):
+        return None  # a log axis keeps its own autorange; an empty history is a message, not a chart
+    figs = tuple(views.builders(s, h, min(layer, len(s.layers) - 1), options)[name]() for s, h in ((sa, ha), (sb, hb)))
+    if name == "load":
+        top = max(f.layout.yaxis.range[1] for f in figs)
+        for f in figs:
+            f.update_yaxes(range=[0, top])
+        return figs
+    spans = [_y_spans(f) for f in figs]
+    if set(spans[0]) != set(spans[1]):  # different panels (a metric recorded on one side only): leave them
+        return None
+    for axis in spans[0]:
+        lo = min(spans[0][axis][0], spans[1][axis][0])
+        hi = max(spans[0][axis][1], spans[1][axis][1])
+        pad = 0.06 * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1.0)
+        for f in figs:
+            f.layout[axis].range = [lo - pad, hi + pad]
+    return figs
+
+
+def _y_spans(fig: go.Figure) -> dict[str, tuple[float, float]]:
+    """Per y axis ('yaxis', 'yaxis2'...): the lowest and highest value its traces and horizontal lines reach."""
+    values: dict[str, list[float]] = {}
+    for trace in fig.data:
+        if trace.y is not None:
+            axis = "yaxis" + (trace.yaxis or "y")[1:]
+            values.setdefault(axis, []).extend(np.asarray(trace.y, dtype=float).ravel().tolist())
+    for shape in fig.layout.shapes:  # the entropy panels' uniform line, ln E
+        if shape.yref and shape.yref.startswith("y") and shape.y0 is not None:
+            values.setdefault("yaxis" + shape.yref[1:], []).append(float(shape.y0))
+    spans = {}
+    for axis, vs in values.items():
+        finite = np.asarray(vs)[np.isfinite(vs)]
+        if finite.size:
+            spans[axis] = (float(finite.min()), float(finite.max()))
+    return spans
 
 
 def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tuple[str, str],

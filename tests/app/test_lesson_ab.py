@@ -158,3 +158,41 @@ def test_expert_choice_headline_shows_the_tokens_left_behind():
     expected = snap.layers[0].left_behind / snap.batch_tokens
     assert metric(at, "Left behind") == f"{expected:.1%}"
     assert any("no expert picked" in (m.help or "") for m in at.metric if m.label == "Left behind")
+
+
+def _values(y) -> list[float]:
+    """A trace's y values from Plotly's JSON: a list, or a typed array {"dtype", "bdata" (base64)}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(y, dict):
+        return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+    return [v for v in y if v is not None]
+
+
+def test_a_and_b_load_and_curves_share_one_y_scale_panel_by_panel():
+    import json
+
+    lesson, number = next((les, n) for les, n in AB_STEPS if {"load", "curves"} <= set(les.steps[n - 1].views)
+                          and "aux_loss_coef" in les.steps[n - 1].compare)
+    at = open_step(lesson, number)
+    for _ in range(3):
+        at.button(key="les_step").click().run()
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    loads = [s["layout"] for s in specs if s["layout"]["title"]["text"].startswith("Tokens per expert")]
+    assert len(loads) == 2
+    assert loads[0]["yaxis"]["range"] == loads[1]["yaxis"]["range"]
+    a, b = at.session_state["lesson_sess"].latest, at.session_state["lesson_sess_b"].latest
+    tallest = max(int(s.layers[0].tokens_per_expert.max()) for s in (a, b))
+    assert loads[0]["yaxis"]["range"][1] >= tallest, "the taller side's bars fit"
+    curves = [s for s in specs if s["layout"]["title"]["text"].startswith("Training curves")]
+    assert len(curves) == 2
+    axes = sorted(k for k in curves[0]["layout"] if k.startswith("yaxis"))
+    assert len(axes) >= 2, "one panel per default curve"
+    for axis in axes:
+        assert curves[0]["layout"][axis]["range"] == curves[1]["layout"][axis]["range"], axis
+    for spec in curves:  # every point of both runs lies inside its panel's shared range
+        for trace in spec["data"]:
+            lo, hi = curves[0]["layout"]["yaxis" + trace.get("yaxis", "y")[1:]]["range"]
+            assert all(lo <= v <= hi for v in _values(trace["y"])), trace.get("name")
