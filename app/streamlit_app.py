@@ -23,6 +23,7 @@ pages = {
     "Explore": [
         st.Page("app_pages/playground.py", title="Playground", icon=":material/play_circle:", default=True),
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("app_pages/real_models.py", title="Real models", icon=":material/neurology:"),
     ],
     "Learn": [
         st.Page("app_pages/lessons.py", title="Lessons", icon=":material/school:"),
