@@ -86,6 +86,8 @@ if routing is not None:
     st.markdown(f"**{routing.model}** ({routing.family}): {len(routing.tokens)} tokens, {routing.n_experts} experts, "
                 f"top-{routing.top_k}, {len(routing.layers)} MoE layers; forward pass {routing.seconds:.2f} s.")
     layer_ids = [lr.layer for lr in routing.layers]
+    if st.session_state.get("rm_layer") not in layer_ids:  # another model: its own layers
+        st.session_state.pop("rm_layer", None)
     at = st.select_slider("Decoder layer", layer_ids, key="rm_layer") if len(layer_ids) > 1 else layer_ids[0]
     i = layer_ids.index(at)
     st.subheader("Tokens by first-choice expert")

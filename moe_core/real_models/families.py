@@ -37,14 +37,13 @@ GateRule = Callable[[torch.Tensor, Any, torch.nn.Module], tuple[torch.Tensor, to
 
 @dataclass(frozen=True)
 class Family:
-    """One supported model family: its transformers `model_type`, display name, router module class, the config
-    fields naming E and k, and its gate rule (logits (T, E), config, router module) -> (experts (T, k) long,
+    """One supported model family: its transformers `model_type`, display name, router module class and its
+    gate rule (logits (T, E), config, router module) -> (experts (T, k) long,
     weights (T, k) float32, probs (T, E) float32, the distribution router entropy is measured on)."""
 
     model_type: str
     name: str
     router_class: str
-    experts_attr: str
     rule: GateRule
     rule_text: str
 
@@ -111,19 +110,19 @@ def _deepseek_v3(logits: torch.Tensor, config: Any, router: torch.nn.Module):
 
 SOFTMAX_TOPK = "softmax over all experts, top-k"
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
-    Family("mixtral", "Mixtral", "MixtralTopKRouter", "num_local_experts", _softmax_topk(True),
+    Family("mixtral", "Mixtral", "MixtralTopKRouter", _softmax_topk(True),
            f"{SOFTMAX_TOPK}, renormalised over the k"),
-    Family("qwen2_moe", "Qwen2-MoE", "Qwen2MoeTopKRouter", "num_experts", _softmax_topk(False),
+    Family("qwen2_moe", "Qwen2-MoE", "Qwen2MoeTopKRouter", _softmax_topk(False),
            f"{SOFTMAX_TOPK}, renormalised if norm_topk_prob (shared expert's sigmoid gate not shown)"),
-    Family("qwen3_moe", "Qwen3-MoE", "Qwen3MoeTopKRouter", "num_experts", _softmax_topk(False),
+    Family("qwen3_moe", "Qwen3-MoE", "Qwen3MoeTopKRouter", _softmax_topk(False),
            f"{SOFTMAX_TOPK}, renormalised if norm_topk_prob"),
-    Family("olmoe", "OLMoE", "OlmoeTopKRouter", "num_experts", _softmax_topk(False),
+    Family("olmoe", "OLMoE", "OlmoeTopKRouter", _softmax_topk(False),
            f"{SOFTMAX_TOPK}, renormalised if norm_topk_prob"),
-    Family("granitemoe", "Granite-MoE", "GraniteMoeTopKRouter", "num_local_experts", _granite,
+    Family("granitemoe", "Granite-MoE", "GraniteMoeTopKRouter", _granite,
            "top-k of the logits, softmax over those k"),
-    Family("deepseek_v2", "DeepSeek-V2", "DeepseekV2TopkRouter", "n_routed_experts", _deepseek_v2,
+    Family("deepseek_v2", "DeepSeek-V2", "DeepseekV2TopkRouter", _deepseek_v2,
            "softmax, (group-limited) top-k, times routed_scaling_factor"),
-    Family("deepseek_v3", "DeepSeek-V3", "DeepseekV3TopkRouter", "n_routed_experts", _deepseek_v3,
+    Family("deepseek_v3", "DeepSeek-V3", "DeepseekV3TopkRouter", _deepseek_v3,
            "sigmoid + bias picks (group-limited) top-k; unbiased weights, normalised, times routed_scaling_factor"),
 )}
 

@@ -245,42 +245,28 @@ def _router_modules(model: torch.nn.Module, family: Family) -> tuple[tuple[int, 
     return tuple(layers), tuple(mods)
 
 
-class _ProgressBar:
-    """A tqdm-compatible class that reports bytes to a callback, for snapshot_download's tqdm_class."""
+SNAPSHOT_BAR = "huggingface_hub.snapshot_download"  # the name of snapshot_download's bar of bytes written
 
-    callback: Progress | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from tqdm.auto import tqdm
+def progress_class(progress: Progress | None) -> type:
+    """A tqdm class for snapshot_download: huggingface_hub's own bar (shown on stderr when it is a terminal),
+    which also reports the bytes of the whole snapshot to `progress`. It counts the bytes itself: a disabled
+    tqdm (no terminal, as under a server) does not advance its own counter."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
 
-        self._bar = tqdm(*args, **kwargs)
-        self._cb = type(self).callback
+    class Bar(hf_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._report = progress if kwargs.get("name") == SNAPSHOT_BAR else None
+            self._done = 0
+            super().__init__(*args, **kwargs)
 
-    def update(self, n: float = 1) -> None:
-        self._bar.update(n)
-        if self._cb is not None and self._bar.unit == "B" and self._bar.total:
-            self._cb(int(self._bar.n), int(self._bar.total))
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            if self._report is not None and self.total:
+                self._report(min(self._done, int(self.total)), int(self.total))
+            return super().update(n)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bar, name)
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._bar.close()
-
-    @classmethod
-    def get_lock(cls) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm.get_lock()
-
-    @classmethod
-    def set_lock(cls, lock: Any) -> None:
-        from tqdm.auto import tqdm
-
-        tqdm.set_lock(lock)
+    return Bar
 
 
 def _download(model_id: str, progress: Progress | None) -> str:
@@ -288,10 +274,9 @@ def _download(model_id: str, progress: Progress | None) -> str:
     called with bytes done/total) unless cached; offline it only looks in the cache."""
     from huggingface_hub import snapshot_download
 
-    bar = type("Bar", (_ProgressBar,), {"callback": staticmethod(progress) if progress else None})
     try:
         return snapshot_download(model_id, allow_patterns=DOWNLOAD_PATTERNS, local_files_only=offline(),
-                                 tqdm_class=bar)
+                                 tqdm_class=progress_class(progress))
     except OSError as err:
         raise RefusedError(f"'{model_id}' could not be downloaded ({type(err).__name__}); with no network, "
                            "set HF_HUB_OFFLINE=1 and use a model already in the cache.") from None

@@ -79,3 +79,11 @@ def test_two_sessions_share_one_loaded_model(tiny_models, allow):
     b = route(fresh(page=PAGE))
     assert loading.LOADS[name] == max(before, 1) and name in loading.loaded_models()
     assert a.session_state["rm_result"].model == b.session_state["rm_result"].model == name
+
+
+def test_switching_models_keeps_a_valid_layer(tiny_models, allow):
+    allow(tiny_models["mixtral"], tiny_models["qwen3_moe"])
+    at = route(fresh(page=PAGE), str(tiny_models["mixtral"]))
+    at.select_slider(key="rm_layer").set_value(0).run()
+    at = route(at, str(tiny_models["qwen3_moe"]))  # layer 0 is dense in this model: no router there
+    assert at.select_slider(key="rm_layer").value == 1 and not at.exception

@@ -96,3 +96,16 @@ def test_policy_file(tmp_path, monkeypatch):
 def test_shipped_policy_keeps_local_paths_off():
     p = read_policy(loading.DEFAULT_CONFIG)
     assert not p.allow_local_paths and p.allowed and all("/" in a and not a.startswith("/") for a in p.allowed)
+
+
+def test_download_progress_reaches_the_callback_without_a_terminal():
+    """snapshot_download's bytes bar reports to the page's callback even when tqdm is disabled (a server)."""
+    seen = []
+    bar = loading.progress_class(lambda done, total: seen.append((done, total)))(
+        name=loading.SNAPSHOT_BAR, total=0, disable=True, unit="B")
+    bar.total = 100  # snapshot_download grows the total as it learns each file's size
+    bar.update(40)
+    bar.update(60)
+    other = loading.progress_class(lambda done, total: seen.append("other"))(name="x", total=10, disable=True)
+    other.update(5)
+    assert seen == [(40, 100), (100, 100)]
