@@ -40,6 +40,6 @@ def model_memory(specs: tuple[ModelSpec, ...] = MODELS, dtype: str = "bfloat16")
     layout.update(barmode="group", showlegend=True,
                   legend=dict(orientation="h", x=0.0, y=-0.22, xanchor="left", yanchor="top"))
     layout["yaxis"] = dict(type="log", title=dict(text="parameters (billions, log scale)"), automargin=True, dtick=1,
-                           range=[-0.3, 3.4])  # 0.5B to 2500B: room for the labels above the tallest bar
+                           range=[-0.3, 3.7])  # 0.5B to 5000B: room for the labels above the tallest bar
     layout["xaxis"] = dict(tickangle=0, automargin=True)
     return make_figure(data, layout)
