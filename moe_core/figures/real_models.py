@@ -40,8 +40,12 @@ def _layer_name(lr: LayerRouting, n_layers: int) -> str:
 
 
 def token_title(lr: LayerRouting, t: int) -> str:
-    """'E3 0.62 · E5 0.21': the token's k experts, first choice first, with the gate weights the model applies."""
-    return " · ".join(f"{expert_name(e)} {w:.2f}" for e, w in zip(lr.experts[t], lr.weights[t], strict=True))
+    """'E3 0.62 · E5 0.21': the token's k experts, first choice first, with the gate weights the model applies
+    (and, for Qwen2-MoE, the shared expert's own gate)."""
+    parts = [f"{expert_name(e)} {w:.2f}" for e, w in zip(lr.experts[t], lr.weights[t], strict=True)]
+    if lr.shared_gate is not None:
+        parts.append(f"shared expert {lr.shared_gate[t]:.2f}")
+    return " · ".join(parts)
 
 
 def tokens_html(routing: Routing, index: int) -> str:

@@ -8,8 +8,9 @@ experts ran with which weights: each family turns them into top-k experts and ga
 - Mixtral (Jiang et al. 2024, arXiv:2401.04088, eq. 2 and §2.1): softmax over all E, top-k, renormalised to sum 1.
 - Qwen2-MoE, Qwen3-MoE, OLMoE (Muennighoff et al. 2024, arXiv:2409.02060, §2): softmax over all E, top-k,
   renormalised only when the config's `norm_topk_prob` is set (OLMoE-1B-7B ships it off, Qwen3-MoE on).
-  Qwen2-MoE's shared expert has its own sigmoid gate, outside the router: it is not a routed expert and is not
-  recorded here.
+  Qwen2-MoE's shared expert runs on every token, scaled by its own gate sigmoid(w·x) outside the router; the
+  page records that weight too (routing.py, LayerRouting.shared_gate), read with a forward hook on the gate.
+  DeepSeek's shared experts have no gate: they always add with weight 1.
 - Granite-MoE: top-k of the logits, then softmax over those k only (same experts as softmax-then-top-k;
   weights sum to 1).
 - DeepSeek-V2 (DeepSeek-AI 2024, arXiv:2405.04434, §2.1.2): softmax; "greedy" top-k, or "group_limited_greedy":
@@ -46,6 +47,7 @@ class Family:
     router_class: str
     rule: GateRule
     rule_text: str
+    shared_gate: str | None = None  # attribute of the MoE block holding the shared expert's own gate, if any
 
 
 def _ranked(experts: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +115,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("mixtral", "Mixtral", "MixtralTopKRouter", _softmax_topk(True),
            f"{SOFTMAX_TOPK}, renormalised over the k"),
     Family("qwen2_moe", "Qwen2-MoE", "Qwen2MoeTopKRouter", _softmax_topk(False),
-           f"{SOFTMAX_TOPK}, renormalised if norm_topk_prob (shared expert's sigmoid gate not shown)"),
+           f"{SOFTMAX_TOPK}, renormalised if norm_topk_prob; the shared expert has its own sigmoid gate",
+           shared_gate="shared_expert_gate"),
     Family("qwen3_moe", "Qwen3-MoE", "Qwen3MoeTopKRouter", _softmax_topk(False),
            f"{SOFTMAX_TOPK}, renormalised if norm_topk_prob"),
     Family("olmoe", "OLMoE", "OlmoeTopKRouter", _softmax_topk(False),
@@ -133,7 +136,7 @@ UNSUPPORTED = {
     "jetmoe": "routes attention heads as well as MLPs (mixture of attention heads): one expert view does not fit",
     "switch_transformers": "an encoder-decoder model: the page reads decoder-only language models",
     "nllb_moe": "an encoder-decoder translation model: the page reads decoder-only language models",
-    "deepseek_v32": "its sparse attention indexer needs kernels a CPU does not run",
+    "deepseek_v32": "not tested here yet",
     "deepseek_v4": "not tested here yet",
 }
 

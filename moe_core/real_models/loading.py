@@ -163,11 +163,19 @@ def check_family(source: str, config: dict[str, Any]) -> Family:
     if model_type in UNSUPPORTED:
         raise RefusedError(f"The {model_type} family is not supported here: {UNSUPPORTED[model_type]}. "
                            f"Supported: {supported_names()}.")
-    moe_keys = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
-    if not any(config.get(k) for k in moe_keys):
+    if not _mentions_experts(config):
         raise RefusedError(f"'{source}' ({model_type}) is not a Mixture-of-Experts model: it has no router to "
                            f"show. Supported MoE families: {supported_names()}.")
-    raise RefusedError(f"The {model_type} MoE family is not supported here yet. Supported: {supported_names()}.")
+    raise RefusedError(f"The {model_type} MoE family is not supported here yet: its router outputs and gate rule "
+                       f"have not been checked against this page's. Supported: {supported_names()}.")
+
+
+def _mentions_experts(config: Any) -> bool:
+    """Whether a config dict (nested ones included, e.g. DBRX's ffn_config) sets a non-zero expert count."""
+    if isinstance(config, dict):
+        return any(("expert" in str(k) and isinstance(v, int) and not isinstance(v, bool) and v > 1)
+                   or _mentions_experts(v) for k, v in config.items())
+    return False
 
 
 def dtype_of(config: Any) -> torch.dtype:
@@ -221,6 +229,7 @@ class LoadedModel:
     memory: MemoryEstimate
     router_layers: tuple[int, ...]  # decoder layer index of each router, in forward order
     routers: tuple[torch.nn.Module, ...] = field(repr=False)
+    shared_gates: tuple[torch.nn.Module, ...] = field(default=(), repr=False)  # Qwen2-MoE: one beside each router
 
     @property
     def n_experts(self) -> int:
@@ -231,18 +240,22 @@ class LoadedModel:
         return int(self.config.num_experts_per_tok)
 
 
-def _router_modules(model: torch.nn.Module, family: Family) -> tuple[tuple[int, ...], tuple[torch.nn.Module, ...]]:
-    """The family's router modules in forward order, with the decoder layer each one sits in."""
-    layers, mods = [], []
-    for name, mod in model.named_modules():
+def _router_modules(model: torch.nn.Module, family: Family) -> tuple[tuple[int, ...], tuple[torch.nn.Module, ...],
+                                                                     tuple[torch.nn.Module, ...]]:
+    """The family's router modules in forward order, the decoder layer each one sits in, and (for families with
+    a gated shared expert) the shared expert's gate beside each router, in the same MoE block."""
+    modules = dict(model.named_modules())
+    layers, mods, gates = [], [], []
+    for name, mod in modules.items():
         if type(mod).__name__ == family.router_class:
             parts = name.split(".")
-            idx = next((int(p) for p in parts if p.isdigit()), len(layers))
-            layers.append(idx)
+            layers.append(next((int(p) for p in parts if p.isdigit()), len(layers)))
             mods.append(mod)
+            if family.shared_gate:
+                gates.append(getattr(modules[name.rpartition(".")[0]], family.shared_gate))
     if not mods:
         raise RefusedError(f"No {family.router_class} found in this {family.name} model: nothing to show.")
-    return tuple(layers), tuple(mods)
+    return tuple(layers), tuple(mods), tuple(gates)
 
 
 SNAPSHOT_BAR = "huggingface_hub.snapshot_download"  # the name of snapshot_download's bar of bytes written
@@ -325,8 +338,8 @@ def _load(source: str, progress: Progress | None) -> LoadedModel:
         raise RefusedError(f"'{source}' could not be loaded: {err}") from None
     model.eval()
     model.requires_grad_(False)
-    layers, routers = _router_modules(model, family)
-    return LoadedModel(source, family, model, tokenizer, model.config, memory, layers, routers)
+    layers, routers, gates = _router_modules(model, family)
+    return LoadedModel(source, family, model, tokenizer, model.config, memory, layers, routers, gates)
 
 
 def loaded_models() -> dict[str, LoadedModel]:

@@ -39,6 +39,7 @@ class LayerRouting:
     probs: np.ndarray  # (T, E) the router's distribution over experts (entropy is measured on it)
     experts: np.ndarray  # (T, k) int64, rank 0 = first choice (largest gate weight)
     weights: np.ndarray  # (T, k) float32, the gate weights the model applies to those experts
+    shared_gate: np.ndarray | None = None  # (T,) Qwen2-MoE: sigmoid gate of the shared expert, on every token
 
     def load(self) -> np.ndarray:
         """(E,) routing slots per expert: every token counts once for each of its k experts."""
@@ -51,7 +52,8 @@ class LayerRouting:
                 "fair_share": float(load.sum() / len(load)) if len(load) else 0.0,
                 "max_violation": maxvio, "router_entropy": metrics.router_entropy(torch.from_numpy(self.probs)),
                 "usage_entropy": usage,
-                "first_choice_load": np.bincount(self.experts[:, 0], minlength=len(load)).tolist()}
+                "first_choice_load": np.bincount(self.experts[:, 0], minlength=len(load)).tolist(),
+                **({} if self.shared_gate is None else {"shared_gate_mean": float(self.shared_gate.mean())})}
 
     def co_activation(self) -> np.ndarray:
         """(E, E) P(token also chose j | it chose i) (metrics.co_activation)."""
@@ -101,10 +103,17 @@ def route_text(loaded: LoadedModel, text: str, max_chars: int = 2000) -> Routing
     ids = enc["input_ids"]
     if ids.shape[1] == 0:
         raise RefusedError("The tokenizer turned this text into no tokens: try other text.")
+    shared: list[torch.Tensor] = []  # the shared expert gate's own output, read with public forward hooks
+    hooks = [g.register_forward_hook(lambda _m, _a, out: shared.append(torch.sigmoid(out.float()).reshape(-1)))
+             for g in loaded.shared_gates]
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = loaded.model(input_ids=ids, attention_mask=enc.get("attention_mask"), output_router_logits=True,
-                           use_cache=False)
+    try:
+        with torch.inference_mode():
+            out = loaded.model(input_ids=ids, attention_mask=enc.get("attention_mask"), output_router_logits=True,
+                               use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
     seconds = time.perf_counter() - t0
     logits_per_layer = out.router_logits
     if logits_per_layer is None or len(logits_per_layer) != len(loaded.routers):
@@ -115,7 +124,8 @@ def route_text(loaded: LoadedModel, text: str, max_chars: int = 2000) -> Routing
         logits = logits.reshape(-1, logits.shape[-1]).float()  # (B*T, E) with B = 1
         experts, weights, probs = gate(loaded, i, logits)
         layers.append(LayerRouting(loaded.router_layers[i], logits.numpy(), probs.numpy(),
-                                   experts.numpy().astype(np.int64), weights.float().numpy()))
+                                   experts.numpy().astype(np.int64), weights.float().numpy(),
+                                   shared[i].numpy() if len(shared) == len(logits_per_layer) else None))
     offsets = enc["offset_mapping"][0].tolist() if fast else None
     tokens = []
     for t, token_id in enumerate(ids[0].tolist()):

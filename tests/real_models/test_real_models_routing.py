@@ -143,3 +143,34 @@ def test_sample_is_a_few_kb_of_four_domains():
 
 def test_samples_are_packaged():
     assert (Path(loading.__file__).parent / "samples" / "code.txt").is_file()
+
+
+def test_qwen2_moe_records_its_shared_expert_gate(tiny_models, tiny_policy):
+    """sigmoid(shared_expert_gate(x)) of every token, x being the MoE block's own input (captured here apart)."""
+    loaded = load_model(str(tiny_models["qwen2_moe"]), tiny_policy)
+    blocks = [m for m in loaded.model.modules() if type(m).__name__ == "Qwen2MoeSparseMoeBlock"]
+    inputs: list = []
+    hooks = [b.register_forward_hook(lambda mod, args, out: inputs.append(args[0].detach())) for b in blocks]
+    try:
+        routing = route_text(loaded, TEXT)
+    finally:
+        for h in hooks:
+            h.remove()
+    for lr, block, x in zip(routing.layers, blocks, inputs, strict=True):
+        expected = torch.sigmoid(x.reshape(-1, x.shape[-1]) @ block.shared_expert_gate.weight.T).reshape(-1)
+        np.testing.assert_allclose(lr.shared_gate, expected.numpy(), rtol=1e-5)
+        assert 0 < lr.summary()["shared_gate_mean"] < 1
+    assert route_text(load_model(str(tiny_models["olmoe"]), tiny_policy), TEXT).layers[0].shared_gate is None
+
+
+def test_moe_families_without_support_are_named_as_moe(tmp_path):
+    """DBRX keeps its expert count in a nested ffn_config: refused as unsupported MoE, not as 'not MoE'."""
+    import json
+
+    from moe_core.real_models import Policy, RefusedError
+
+    folder = tmp_path / "dbrx"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "dbrx", "ffn_config": {"moe_num_experts": 16}}))
+    with pytest.raises(RefusedError, match="The dbrx MoE family is not supported here yet"):
+        load_model(str(folder), Policy(allowed=(str(folder),)))
