@@ -20,23 +20,27 @@ TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks re
 
 # Button callbacks act once per click (moe_ui/state.py, once_per_click), and Play/Pause sets the state its
 # label shows rather than toggling.
-@once_per_click
-def _set_running(sessions: tuple[PlaygroundSession, ...], running: bool) -> None:
-    for sess in sessions:
-        sess.running = running and not sess.trainer.diverged
+def _both(sess: PlaygroundSession, partner: PlaygroundSession | None) -> tuple[PlaygroundSession, ...]:
+    return (sess,) if partner is None else (sess, partner)
 
 
 @once_per_click
-def _step(sessions: tuple[PlaygroundSession, ...]) -> None:
-    for sess in sessions:
-        sess.running = False
-        sess.step_once()
+def _set_running(sess: PlaygroundSession, running: bool, partner: PlaygroundSession | None = None) -> None:
+    for s in _both(sess, partner):
+        s.running = running and not s.trainer.diverged
 
 
 @once_per_click
-def _reset(sessions: tuple[PlaygroundSession, ...]) -> None:
-    for sess in sessions:
-        sess.reset()
+def _step(sess: PlaygroundSession, partner: PlaygroundSession | None = None) -> None:
+    for s in _both(sess, partner):
+        s.running = False
+        s.step_once()
+
+
+@once_per_click
+def _reset(sess: PlaygroundSession, partner: PlaygroundSession | None = None) -> None:
+    for s in _both(sess, partner):
+        s.reset()
 
 
 def transport(sess: PlaygroundSession, key: str, partner: PlaygroundSession | None = None) -> None:
@@ -44,17 +48,17 @@ def transport(sess: PlaygroundSession, key: str, partner: PlaygroundSession | No
 
     partner: a second run (A/B) that every button drives too: Play shows Pause while both train, Step steps both,
     "Reset both" resets both."""
-    sessions = (sess,) if partner is None else (sess, partner)
+    sessions = _both(sess, partner)
     running = all(s.running for s in sessions)
     stuck = all(s.trainer.diverged is not None for s in sessions)
     cols = st.columns(3)
     label, icon = ("Pause", ":material/pause:") if running else ("Play", ":material/play_arrow:")
-    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_set_running, args=(sessions, not running),
+    cols[0].button(label, key=f"{key}_play", icon=icon, on_click=_set_running, args=(sess, not running, partner),
                    type="primary", disabled=stuck, width="stretch")
-    cols[1].button("Step", key=f"{key}_step", icon=":material/skip_next:", on_click=_step, args=(sessions,),
+    cols[1].button("Step", key=f"{key}_step", icon=":material/skip_next:", on_click=_step, args=(sess, partner),
                    disabled=stuck, width="stretch")
     cols[2].button("Reset" if partner is None else "Reset both", key=f"{key}_reset", icon=":material/restart_alt:",
-                   on_click=_reset, args=(sessions,), width="stretch")
+                   on_click=_reset, args=(sess, partner), width="stretch")
 
 
 def status(sess: PlaygroundSession) -> None:

@@ -196,3 +196,28 @@ def test_a_and_b_load_and_curves_share_one_y_scale_panel_by_panel():
         for trace in spec["data"]:
             lo, hi = curves[0]["layout"]["yaxis" + trace.get("yaxis", "y")[1:]]["range"]
             assert all(lo <= v <= hi for v in _values(trace["y"])), trace.get("name")
+
+
+def test_a_click_on_an_a_b_step_acts_once_on_both_runs(monkeypatch):
+    """The transport's callbacks skip a fragment rerun (a click can ride on a live tick too) for both runs."""
+    from types import SimpleNamespace
+
+    import streamlit.runtime.scriptrunner as scriptrunner
+
+    at = open_step(*AB_STEPS[0])
+    from moe_ui import live
+
+    a, b = at.session_state["lesson_sess"], at.session_state["lesson_sess_b"]
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx",
+                        lambda suppress_warning=False: SimpleNamespace(fragment_ids_this_run=["tick"]))
+    live._step(a, b)
+    live._set_running(a, True, b)
+    assert a.step == b.step == 0 and not (a.running or b.running), "a fragment rerun: nothing happens"
+    monkeypatch.setattr(scriptrunner, "get_script_run_ctx", lambda suppress_warning=False: None)
+    live._step(a, b)
+    assert a.step == b.step == 1
+    live._set_running(a, True, b)
+    live._set_running(a, True, b)
+    assert a.running and b.running, "Play twice is still Play, for both"
+    live._reset(a, b)
+    assert a.step == b.step == 0 and not (a.running or b.running)
