@@ -109,3 +109,17 @@ def test_download_progress_reaches_the_callback_without_a_terminal():
     other = loading.progress_class(lambda done, total: seen.append("other"))(name="x", total=10, disable=True)
     other.update(5)
     assert seen == [(40, 100), (100, 100)]
+
+
+def test_unreachable_hub_one_sentence(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, but the Hub cannot be reached (a closed local port stands in for no network)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE",
+                        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")  # refused at once
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda _s: None)  # skip its 5 retries' backoff
+    with pytest.raises(RefusedError) as err:
+        load_model("nobody/not-cached-moe", Policy(allowed=("nobody/not-cached-moe",)))
+    assert str(err.value).startswith("'nobody/not-cached-moe' ")
+    assert "cannot be reached" in str(err.value) or "could not be fetched" in str(err.value)
+    assert str(err.value).count(". ") <= 1  # one sentence (two at most, the second saying what to do)
