@@ -48,7 +48,8 @@ A lesson file looks like this (a teacher edits it without touching Python):
     run = { aux_loss_coef = 0.0 }           # changes to the preset for the measured run
     against = { aux_loss_coef = 0.01 }      # the run it is compared with (for ratio/greater/less)
     expect = { ratio_at_least = 3.0 }     # or "greater_than_against" / "less_than_against"
-    seeds = [0, 1, 2]                     # optional numbers take "none": capacity_factor = "none"
+    seeds = [0, 1, 2]                     # at least 3; the claim must hold on each (moe_core.lesson_checks)
+                                          # optional numbers take "none": capacity_factor = "none"
     ```
     Markdown prose of the step, with LaTeX: $C = \\lceil cf \\cdot k \\cdot T / E \\rceil$.
 
@@ -136,7 +137,7 @@ class Observation:
     expect: dict[str, Any]
     run: dict[str, Any] = field(default_factory=dict)
     against: dict[str, Any] | None = None
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # each must hold (moe_core.lesson_checks)
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,7 @@ def _observation(spec: Any, at: str, preset: dict[str, Any]) -> Observation:
             raise LessonError(f"{at}, field '{key}': {err}") from None
     if needs_against and spec.get("against") is None:
         raise LessonError(f"{at}, field 'against': '{next(iter(expect))}' compares with another run")
-    seeds = spec.get("seeds", [0])
+    seeds = spec.get("seeds", [0, 1, 2])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise LessonError(f"{at}, field 'seeds': a non-empty list of whole numbers")
     if not isinstance(spec.get("what"), str):
