@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import numpy as np
@@ -11,8 +12,8 @@ import streamlit as st
 from moe_core import metrics
 from moe_core.session import TICK_SLOTS, PlaygroundSession
 from moe_core.snapshot import Snapshot
-from moe_ui import views
-from moe_ui.state import once_per_click
+from moe_ui import presence, views
+from moe_ui.state import note_once, once_per_click
 
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
 TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks responsive when a class trains
@@ -123,22 +124,38 @@ def headline(snap: Snapshot, layer: int = 0) -> None:
     cols[4].metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
 
 
-def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
-    """While paused, a slider scrubs back through the kept snapshots; every view replays that step."""
+def picked_snapshot(sess: PlaygroundSession, key: str) -> Snapshot:
+    """The snapshot every number and view shows: the newest while training, else the timeline's pick (the newest
+    again after a Step or Play since the last draw)."""
     if sess.running or len(sess.timeline) < 2:
         return sess.latest
     steps = [s.step for s in sess.timeline]
     pick_key, latest_key = f"{key}_timeline", f"{key}_timeline_latest"
-    trained = st.session_state.get(latest_key) != steps[-1]  # Step or Play since the last draw: show the newest
+    trained = st.session_state.get(latest_key) != steps[-1]
     if trained or st.session_state.get(pick_key) not in steps:
         st.session_state[pick_key] = steps[-1]
     st.session_state[latest_key] = steps[-1]
-    step = st.select_slider("Timeline (step)", steps, key=pick_key,
+    return sess.at_step(st.session_state[pick_key])
+
+
+def timeline_slider(sess: PlaygroundSession, key: str) -> None:
+    """While paused, a slider scrubs back through the kept snapshots; every number and view replays that step.
+    Call after picked_snapshot in the same run (it settles the slider's value)."""
+    if sess.running or len(sess.timeline) < 2:
+        return
+    steps = [s.step for s in sess.timeline]
+    step = st.select_slider("Timeline (step)", steps, key=f"{key}_timeline",
                             help="Scrub back through training; the views show the model at that step.")
     if step != steps[-1]:
         st.caption(f":material/history: Showing step {step:,}, scrubbed back from step {steps[-1]:,}: every number "
                    "and view below is from that step. Step or Play continues from the newest.")
-    return sess.at_step(step)
+
+
+def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
+    """picked_snapshot, with the slider drawn here (the two-run area draws everything in one fragment)."""
+    snap = picked_snapshot(sess, key)
+    timeline_slider(sess, key)
+    return snap
 
 
 COUNTERPART = {"routing_map": "language", "language": "routing_map"}  # the same place in 2-D and in text
@@ -186,30 +203,59 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
     return chosen, options, layer
 
 
+# Seconds between redraws of each view while training. The browser's cost is mostly Plotly redrawing charts, so
+# the views that change slowly redraw less often than the headline (every tick); MAX_REDRAWS_PER_S caps the
+# page's chart redraws, so a learner who opens more views gets each a little less often, never a hotter laptop.
+VIEW_REFRESH_S = {"curves": 1.5, "load": 1.5, "buffers": 1.5, "routing_map": 3.0, "language": 3.0,
+                  "probabilities": 3.0, "specialization": 3.0, "scaling": 3.0, "cost": 6.0, "memory": None}
+MAX_REDRAWS_PER_S = 1.6
+
+
+def refresh_periods(chosen: list[str], charts_per_view: int = 1) -> dict[str, float | None]:
+    """Each chosen view's redraw period in seconds while training (None: drawn once, it does not change).
+    charts_per_view: 2 where each view is drawn for A and for B."""
+    base = {v: VIEW_REFRESH_S.get(v, 3.0) for v in chosen}
+    rate = charts_per_view * sum(1.0 / p for p in base.values() if p)
+    slower = max(1.0, rate / MAX_REDRAWS_PER_S)
+    return {v: (math.ceil(p * slower * 100) / 100 if p else None) for v, p in base.items()}  # up: within the cap
+
+
 def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None = None,
               allowed_views: list[str] | None = None, stop_at: int | None = None) -> None:
-    """The ticking fragment: train a time-boxed chunk, then redraw. No threads. A fragment rerun (the timer's tick)
-    waits for the server's TICK_SLOTS and trains for a fair share of the server's training time; the same fragment
-    inside a full run (the learner did something) does not wait for a tick slot.
+    """The live part of a page, in fragments that rerun on their own clocks while training (no threads):
+    - the tick: train a time-boxed chunk, then the status and the headline, every TICK_SECONDS. A timer tick
+      waits for the server's TICK_SLOTS and trains for a fair share of the server's training time; the same
+      fragment inside a full run (the learner did something) does not wait;
+    - one fragment per view, redrawn from the newest snapshot every refresh_periods() seconds.
+    Paused, everything is drawn once per full run, from the timeline's pick. Training pauses when the tab is
+    hidden or nobody has touched the page for presence.IDLE_SECONDS.
 
     stop_at: a lesson step's budget. Training pauses when it reaches that step and says so; Play goes on past it."""
+    presence.touched()  # a full run: the learner did something
+
+    def hidden(reason: str) -> None:  # before this full run: it draws the paused page, no second run needed
+        presence.pause_all([sess], reason, note_once)
+        st.session_state[f"{key}_was_running"] = False
+
+    presence.watch(hidden, key=f"{key}_presence")
 
     @st.fragment(run_every=TICK_SECONDS if sess.running else None)
     def tick() -> None:
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
+        if timer and sess.running and presence.idle_seconds() > presence.IDLE_SECONDS:
+            presence.pause_all([sess], f"nobody has touched this page for {presence.IDLE_SECONDS / 60:.0f} "
+                                       "minutes", note_once)
         with TICK_SLOTS if timer else nullcontext():
             # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
             # (Streamlit then stops this run) ends here instead of training for a page that is gone.
             status_box = st.empty()
-            reached = False
             if sess.running:
                 before = sess.step
                 steps = sess.settings.steps_per_tick
                 if stop_at is not None and before < stop_at:
                     steps = min(steps, stop_at - before)  # land on the budget, not past it
                 sess.tick(budget_s=TRAIN_BUDGET_S, steps=steps, only_if_running=True, fair=True)
-                reached = stop_at is not None and before < stop_at <= sess.step
-                if reached:
+                if stop_at is not None and before < stop_at <= sess.step:
                     sess.running = False
                     st.session_state[f"{key}_budget_done"] = sess.step
             with status_box:
@@ -218,15 +264,33 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                                "describes: training paused. Press Play to go on.", icon=":material/flag:")
                 else:
                     status(sess)
-            snap = timeline_pick(sess, key)
-            history = history_until(sess.trainer.history, snap.step)
-            headline(snap, layer=st.session_state.get(f"{key}_layer") or 0)
-            chosen, options, layer = view_options(snap, key, default_views, allowed_views)
-            views.render_views(snap, history, chosen, key_prefix=f"{key}_v", layer=layer, options=options)
+            headline(picked_snapshot(sess, key), layer=st.session_state.get(f"{key}_layer") or 0)
             if not sess.running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
-                st.rerun()  # training stopped inside a tick (diverged, budget): a full run redraws the buttons
+                st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
             st.session_state[f"{key}_was_running"] = sess.running
 
     st.session_state[f"{key}_full_run"] = True
     tick()
+    snap = picked_snapshot(sess, key)
+    timeline_slider(sess, key)
+    chosen, options, layer = view_options(snap, key, default_views, allowed_views)
+    shown = [v for v in chosen if v in views.available_views(snap)]
+    periods = refresh_periods(shown)
+    for row_start in range(0, len(shown), 2):
+        for col, name in zip(st.columns(2), shown[row_start : row_start + 2], strict=False):
+            with col:
+                live_view(sess, key, name, periods[name], layer, options)
+
+
+def live_view(sess: PlaygroundSession, key: str, name: str, period: float | None, layer: int,
+              options: dict) -> None:
+    """One view in a fragment of its own: redrawn every `period` seconds while training, once per full run else."""
+
+    @st.fragment(run_every=period if sess.running and period else None)
+    def draw() -> None:
+        snap = picked_snapshot(sess, key)
+        history = history_until(sess.trainer.history, snap.step)
+        views.render_view(name, snap, history, key=f"{key}_v_{name}", layer=layer, options=options)
+
+    draw()

@@ -18,7 +18,7 @@ from moe_core.lessons import SAME_DATA_FIELDS
 from moe_core.session import TICK_SLOTS, PlaygroundSession
 from moe_core.settings import CONTROLS, PlaygroundSettings
 from moe_core.snapshot import Snapshot
-from moe_ui import views
+from moe_ui import presence, views
 from moe_ui.live import (
     BATCH_FORMAT,
     BATCH_HELP,
@@ -27,9 +27,10 @@ from moe_ui.live import (
     TRAIN_BUDGET_S,
     batch_numbers,
     layer_suffix,
+    refresh_periods,
     view_options,
 )
-from moe_ui.state import presenter_mode
+from moe_ui.state import note_once, presenter_mode
 
 SHARED_Y = ("load", "curves")  # views that A and B draw on the same y range, panel by panel
 PAIR_METRIC_REM = 1.6  # Streamlit's metric value is 2.25rem: "97.0% / 99.3%" was cut at a quarter of 1280 px
@@ -166,21 +167,30 @@ def headline(sa: Snapshot, sb: Snapshot, layer: int = 0) -> None:
 def side_by_side(sa: Snapshot, ha: pd.DataFrame, sb: Snapshot, hb: pd.DataFrame, chosen: list[str], key: str,
                  titles: tuple[str, str], layer: int = 0, options: dict | None = None) -> None:
     """Each chosen view twice, A's left and B's right, under the sides' titles."""
-    head = st.columns(2)
-    for col, title in zip(head, titles, strict=True):
-        col.markdown(f"**{title}**")
+    side_titles_row(titles)
     for name in chosen:
-        if name not in views.available_views(sa) or name not in views.available_views(sb):
-            continue
-        ca, cb = st.columns(2)
-        figs = same_scale(name, sa, ha, sb, hb, layer, options)
-        for i, (col, side, snap, history) in enumerate(((ca, "a", sa, ha), (cb, "b", sb, hb))):
-            with col:
-                st.caption(f"{side.upper()} · {views.VIEWS[name]}")
-                if figs is not None:
-                    views.chart(figs[i], key=f"{key}_{side}_{name}")
-                else:
-                    views.render_view(name, snap, history, key=f"{key}_{side}_{name}", layer=layer, options=options)
+        view_pair(name, sa, ha, sb, hb, key, layer, options)
+
+
+def side_titles_row(titles: tuple[str, str]) -> None:
+    for col, title in zip(st.columns(2), titles, strict=True):
+        col.markdown(f"**{title}**")
+
+
+def view_pair(name: str, sa: Snapshot, ha: pd.DataFrame, sb: Snapshot, hb: pd.DataFrame, key: str, layer: int = 0,
+              options: dict | None = None) -> None:
+    """One view for A (left) and B (right), on one y scale where SHARED_Y says so."""
+    if name not in views.available_views(sa) or name not in views.available_views(sb):
+        return
+    ca, cb = st.columns(2)
+    figs = same_scale(name, sa, ha, sb, hb, layer, options)
+    for i, (col, side, snap, history) in enumerate(((ca, "a", sa, ha), (cb, "b", sb, hb))):
+        with col:
+            st.caption(f"{side.upper()} · {views.VIEWS[name]}")
+            if figs is not None:
+                views.chart(figs[i], key=f"{key}_{side}_{name}")
+            else:
+                views.render_view(name, snap, history, key=f"{key}_{side}_{name}", layer=layer, options=options)
 
 
 def same_scale(name: str, sa: Snapshot, ha: pd.DataFrame, sb: Snapshot, hb: pd.DataFrame, layer: int,
@@ -230,14 +240,26 @@ def _y_spans(fig: go.Figure) -> dict[str, tuple[float, float]]:
 def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tuple[str, str],
               default_views: list[str] | None = None, allowed_views: list[str] | None = None,
               stop_at: int | None = None) -> None:
-    """The ticking fragment for two runs (live.live_area's twin): train both a time-boxed chunk, then the status,
-    the headline (A / B) and the views side by side. Ticks wait for the server's TICK_SLOTS like live_area's.
+    """live.live_area's twin for two runs: a ticking fragment trains both a time-boxed chunk and draws the status
+    and the headline (A / B); each view pair (A beside B) redraws in a fragment of its own, on the clock
+    live.refresh_periods gives two charts per view. Ticks wait for the server's TICK_SLOTS like live_area's, and
+    both pause when the tab is hidden or idle.
 
     stop_at: a lesson step's budget: both pause when A reaches it, and the status says so."""
+    presence.touched()
+
+    def hidden(reason: str) -> None:
+        presence.pause_all([a, b], reason, note_once)
+        st.session_state[f"{key}_was_running"] = False
+
+    presence.watch(hidden, key=f"{key}_presence")
 
     @st.fragment(run_every=TICK_SECONDS if (a.running or b.running) else None)
     def tick() -> None:
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
+        if timer and (a.running or b.running) and presence.idle_seconds() > presence.IDLE_SECONDS:
+            presence.pause_all([a, b], f"nobody has touched this page for {presence.IDLE_SECONDS / 60:.0f} "
+                                       "minutes", note_once)
         with TICK_SLOTS if timer else nullcontext():
             status_box = st.empty()  # a yield point: a tick whose page is gone stops here (see live_area)
             if train_both(a, b, stop_at):
@@ -246,15 +268,27 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
                 reached = not (a.running or b.running) and st.session_state.get(f"{key}_budget_done") == (a.step,
                                                                                                            b.step)
                 status(a, b, stop_at, reached)
-            sa, sb = a.latest, b.latest
-            headline(sa, sb, layer=st.session_state.get(f"{key}_layer") or 0)
-            chosen, options, layer = view_options(sa, key, default_views, allowed_views)
-            side_by_side(sa, a.trainer.history, sb, b.trainer.history, chosen, key, titles, layer, options)
+            headline(a.latest, b.latest, layer=st.session_state.get(f"{key}_layer") or 0)
             running = a.running or b.running
             if not running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
-                st.rerun()  # training stopped inside a tick (diverged, budget): a full run redraws the buttons
+                st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
             st.session_state[f"{key}_was_running"] = running
 
     st.session_state[f"{key}_full_run"] = True
     tick()
+    chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
+    chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]
+    periods = refresh_periods(chosen, charts_per_view=2)
+    side_titles_row(titles)
+    for name in chosen:
+        pair_fragment(a, b, key, name, periods[name], layer, options)
+
+
+def pair_fragment(a: PlaygroundSession, b: PlaygroundSession, key: str, name: str, period: float | None, layer: int,
+                  options: dict) -> None:
+    @st.fragment(run_every=period if (a.running or b.running) and period else None)
+    def draw() -> None:
+        view_pair(name, a.latest, a.trainer.history, b.latest, b.trainer.history, key, layer, options)
+
+    draw()

@@ -29,7 +29,7 @@ METRIC_LABELS: dict[str, str] = {
     "lr": "learning rate",
 }
 LINE_COLOR = "#333333"  # scalar metrics stay grey: colour means "expert" everywhere in the app
-MAX_ROWS = 4000  # longer histories are thinned evenly before drawing
+MAX_ROWS = 500  # longer histories are thinned evenly: a panel is ~500 px wide, more points only cost the browser
 PANEL_PX = 170  # height per panel when several are stacked
 MIN_PANEL_PX = 120  # per panel beyond four: the figure grows instead of squashing the panels
 ENTROPY_METRICS = ("router_entropy", "usage_entropy")
