@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from moe_core.config import CAUSAL_ROUTERS, ROUTERS
+from moe_core.config import BF16_ROUTERS, CAUSAL_ROUTERS, ROUTERS
 from moe_core.datasets import DATASETS, CSVError, parse_points_csv
 from moe_core.session import PlaygroundSession
 from moe_core.settings import CONTROL_BY_FIELD, PlaygroundSettings, settings_fields
@@ -180,6 +180,10 @@ def render_controls(
             "Bias update rate", _with(BIAS_STEPS, state[_key(prefix, "bias_update_rate")]),
             format_func=lambda v: f"{v:g}", **kw("bias_update_rate")))
     control("normalize_topk", lambda: st.toggle(CONTROL_BY_FIELD["normalize_topk"].label, **kw("normalize_topk")))
+    if router in BF16_ROUTERS:  # the others compute their router in float32 only (moe_core.config)
+        control("router_dtype", lambda: st.radio(CONTROL_BY_FIELD["router_dtype"].label,
+                                                 list(CONTROL_BY_FIELD["router_dtype"].choices), horizontal=True,
+                                                 **kw("router_dtype")))
 
     # ---- model and training ---------------------------------------------------------------------------
     st.subheader("Model and training", divider="gray")
