@@ -106,7 +106,9 @@ def check_allowed(name: str, policy: Policy) -> str:
         raise RefusedError("Name a model: a Hugging Face id such as 'allenai/OLMoE-1B-7B-0924'.")
     if policy.is_allowed(name):
         return name
-    if looks_like_path(name):
+    # With local folders off, decide from the name alone: probing the disk would tell a learner which folders
+    # exist on the server (a different refusal for an existing relative folder).
+    if name.startswith(("/", ".", "~", "\\")) or (policy.allow_local_paths and looks_like_path(name)):
         if not policy.allow_local_paths:
             raise RefusedError(f"Local folders are switched off on this server, so '{name}' cannot be loaded; "
                                "the administrator can allow them in the server's real-models config.")

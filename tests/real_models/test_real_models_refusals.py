@@ -27,6 +27,17 @@ def test_local_paths_are_off_by_default(tiny_models):
         load_model("/etc", Policy())
 
 
+def test_with_local_paths_off_a_refusal_does_not_tell_which_folders_exist(tmp_path, monkeypatch):
+    (tmp_path / "models" / "secret").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    messages = []
+    for name in ("models/secret", "models/nothing"):  # an existing relative folder, and one that is not there
+        with pytest.raises(RefusedError) as err:
+            load_model(name, Policy(allowed=("a/b",)))
+        messages.append(str(err.value).replace(name, "NAME"))
+    assert messages[0] == messages[1]
+
+
 def test_local_paths_when_allowed(tiny_models):
     m = load_model(str(tiny_models["olmoe"]), Policy(allow_local_paths=True))
     assert m.family.name == "OLMoE"
