@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -38,23 +37,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "app"))  # TICK_SECONDS, the app's own interval, for the floor pages
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import e2e_helpers  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _load_e2e_helpers():
-    """start_app / stop_app / free_port / CHROMIUM / CHROMIUM_ARGS from tests/e2e/conftest.py (one source)."""
-    name = "_moe_e2e_helpers"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "e2e" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_h = _load_e2e_helpers()
-stop_app, free_port, CHROMIUM, CHROMIUM_ARGS = _h.stop_app, _h.free_port, _h.CHROMIUM, _h.CHROMIUM_ARGS
+_h = e2e_helpers.load()
+start_app, stop_app, free_port = _h.start_app, _h.stop_app, _h.free_port
+CHROMIUM, CHROMIUM_ARGS = _h.CHROMIUM, _h.CHROMIUM_ARGS
 
 FLOOR_PAGE = '''
 """Floor page for benchmarks/bench_browser.py (written by it into a temporary folder)."""
@@ -87,23 +78,6 @@ tick()
 '''
 FLOORS = {"fragment": (0, False), "charts": (4, False), "heatmap": (4, True)}
 CASES = ("app", *FLOORS)
-
-
-def start_server(port: int, script: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamlit", "run", script, f"--server.port={port}", "--server.address=127.0.0.1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    import urllib.request
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                                                  timeout=1) as r:
-            if r.read() == b"ok":
-                return proc
-        time.sleep(0.2)
-    stop_app(proc)
-    raise RuntimeError(f"streamlit did not become healthy within 60 s; see {log}")
 
 
 def start_chromium(profile: Path) -> tuple[subprocess.Popen, str]:
@@ -159,7 +133,7 @@ def measure(case: str, seconds: float, warmup: float, workdir: Path) -> dict:
         script = str(workdir / f"floor_{case}.py")
         Path(script).write_text(FLOOR_PAGE.format(charts=charts, heatmap=heatmap, tick=TICK_SECONDS))
     port = free_port()
-    server = start_server(port, script, workdir / f"streamlit_{case}.log")
+    server = start_app(port, log_path=workdir / f"streamlit_{case}.log", script=script)
     browser_proc, endpoint = start_chromium(workdir / f"profile_{case}")
     finished: list[float] = []
     try:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -53,21 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import e2e_helpers  # noqa: E402
 
-
-def _load_e2e_helpers():
-    """start_app / stop_app / free_port / CHROMIUM / CHROMIUM_ARGS from tests/e2e/conftest.py (one source)."""
-    name = "_moe_e2e_helpers"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "e2e" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_h = _load_e2e_helpers()
+_h = e2e_helpers.load()
 start_app, stop_app, free_port = _h.start_app, _h.stop_app, _h.free_port
 CHROMIUM, CHROMIUM_ARGS = _h.CHROMIUM, _h.CHROMIUM_ARGS
 # Every student has the app in a foreground tab: don't let chromium throttle the other contexts' timers.

@@ -59,9 +59,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, extra: list[str] | None = None, log_path: Path | None = None) -> subprocess.Popen:
+def start_app(port: int, extra: list[str] | None = None, log_path: Path | None = None,
+              script: str = "app/streamlit_app.py") -> subprocess.Popen:
     """`streamlit run` from the repository root, so that .streamlit/config.toml (the shipped one) applies."""
-    cmd = [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", f"--server.port={port}",
+    cmd = [sys.executable, "-m", "streamlit", "run", script, f"--server.port={port}",
            "--server.address=127.0.0.1", *(extra or [])]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
