@@ -126,36 +126,32 @@ def headline(snap: Snapshot, layer: int = 0) -> None:
 
 def picked_snapshot(sess: PlaygroundSession, key: str) -> Snapshot:
     """The snapshot every number and view shows: the newest while training, else the timeline's pick (the newest
-    again after a Step or Play since the last draw)."""
+    again after a Step or Play since the slider was last drawn). Only reads the state: fragments call it, and a
+    fragment rerun may not write the value of a widget drawn outside it."""
     if sess.running or len(sess.timeline) < 2:
         return sess.latest
     steps = [s.step for s in sess.timeline]
-    pick_key, latest_key = f"{key}_timeline", f"{key}_timeline_latest"
-    trained = st.session_state.get(latest_key) != steps[-1]
-    if trained or st.session_state.get(pick_key) not in steps:
-        st.session_state[pick_key] = steps[-1]
-    st.session_state[latest_key] = steps[-1]
-    return sess.at_step(st.session_state[pick_key])
+    pick = st.session_state.get(f"{key}_timeline")
+    if st.session_state.get(f"{key}_timeline_latest") != steps[-1] or pick not in steps:
+        return sess.latest
+    return sess.at_step(pick)
 
 
 def timeline_slider(sess: PlaygroundSession, key: str) -> None:
     """While paused, a slider scrubs back through the kept snapshots; every number and view replays that step.
-    Call after picked_snapshot in the same run (it settles the slider's value)."""
+    Full runs only: after a Step or Play it starts again from the newest step."""
     if sess.running or len(sess.timeline) < 2:
         return
     steps = [s.step for s in sess.timeline]
-    step = st.select_slider("Timeline (step)", steps, key=f"{key}_timeline",
+    pick_key, latest_key = f"{key}_timeline", f"{key}_timeline_latest"
+    if st.session_state.get(latest_key) != steps[-1] or st.session_state.get(pick_key) not in steps:
+        st.session_state[pick_key] = steps[-1]  # trained since the last draw: show the newest
+    st.session_state[latest_key] = steps[-1]
+    step = st.select_slider("Timeline (step)", steps, key=pick_key,
                             help="Scrub back through training; the views show the model at that step.")
     if step != steps[-1]:
         st.caption(f":material/history: Showing step {step:,}, scrubbed back from step {steps[-1]:,}: every number "
                    "and view below is from that step. Step or Play continues from the newest.")
-
-
-def timeline_pick(sess: PlaygroundSession, key: str) -> Snapshot:
-    """picked_snapshot, with the slider drawn here (the two-run area draws everything in one fragment)."""
-    snap = picked_snapshot(sess, key)
-    timeline_slider(sess, key)
-    return snap
 
 
 COUNTERPART = {"routing_map": "language", "language": "routing_map"}  # the same place in 2-D and in text
@@ -249,6 +245,8 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
             # (Streamlit then stops this run) ends here instead of training for a page that is gone.
             status_box = st.empty()
+            with status_box:  # the last status until this tick's, so the page below does not jump while it trains
+                status(sess)
             if sess.running:
                 before = sess.step
                 steps = sess.settings.steps_per_tick
@@ -272,11 +270,14 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
 
     st.session_state[f"{key}_full_run"] = True
     tick()
-    snap = picked_snapshot(sess, key)
     timeline_slider(sess, key)
+    snap = picked_snapshot(sess, key)
     chosen, options, layer = view_options(snap, key, default_views, allowed_views)
     shown = [v for v in chosen if v in views.available_views(snap)]
     periods = refresh_periods(shown)
+    if sess.running and shown:
+        st.caption(":material/schedule: While training, the numbers above update every tick and each chart every "
+                   "few seconds, so each chart says the step it shows. Pause to see them all at one step.")
     for row_start in range(0, len(shown), 2):
         for col, name in zip(st.columns(2), shown[row_start : row_start + 2], strict=False):
             with col:

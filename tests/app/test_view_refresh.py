@@ -42,3 +42,25 @@ def test_two_runs_side_by_side_keep_to_the_same_cap():
     assert 2 * sum(1 / p for p in periods.values()) <= MAX_REDRAWS_PER_S + 1e-9
     single = refresh_periods(chosen)
     assert all(periods[v] >= single[v] for v in chosen)
+
+
+def test_the_views_read_the_timeline_without_writing_it(monkeypatch):
+    """A view's fragment rerun may not set the value of the Timeline slider, drawn outside it (Streamlit raises
+    StreamlitWidgetAlreadyInstantiatedError): picked_snapshot only reads, and gives the newest step after a Step."""
+    from types import MappingProxyType
+
+    from moe_ui import live
+
+    from moe_core.session import PlaygroundSession
+
+    sess = PlaygroundSession()
+    sess.step_once()
+    sess.step_once()
+    steps = [s.step for s in sess.timeline]
+    state = {"k_timeline": steps[1], "k_timeline_latest": steps[-1]}
+    monkeypatch.setattr(live.st, "session_state", MappingProxyType(state))
+    assert live.picked_snapshot(sess, "k").step == steps[1]  # scrubbed back
+    sess.step_once()  # trained since the slider was drawn: the newest, without touching the state
+    assert live.picked_snapshot(sess, "k").step == sess.step
+    sess.running = True
+    assert live.picked_snapshot(sess, "k").step == sess.step
