@@ -56,11 +56,17 @@ def _present(history: pd.DataFrame, metrics: list[str]) -> list[str]:
     return out
 
 
+def _has_positive(history: pd.DataFrame, metric: str) -> bool:
+    cols = load_columns(history) if metric == "load" else [metric]
+    return bool((history[cols].to_numpy() > 0).any())
+
+
 def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = False) -> go.Figure:
     """One panel per metric (a single panel for one metric), all sharing x = step.
 
     metrics: history column names (see METRIC_LABELS), plus "load" for one line per expert; names missing from
-    the frame are skipped. An empty frame gives an empty figure saying "no steps yet".
+    the frame are skipped. An empty frame gives an empty figure saying "no steps yet". log_y: log axes, except
+    for a panel with no value above 0 (dropped fraction while nothing is dropped), which stays linear.
     """
     title = "Training curves"
     if history is None or len(history) == 0:
@@ -105,7 +111,11 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
     layout.update(axes)
     for i, m in enumerate(shown):
         ya = layout[f"yaxis{axis_id(i)}"]
-        ya.update(type="log" if log_y else "linear", automargin=True)
+        ya.update(type="linear", automargin=True)
+        if log_y and _has_positive(history, m):  # a log axis of nothing but zeros would be empty
+            # every label the value itself: Plotly otherwise labels the ticks between powers of ten with one digit
+            # (0.3 read as "3")
+            ya.update(type="log", dtick="D2", tickformat=".2~g")
         if n == 1:
             ya["title"] = dict(text=metric_label(m))
     layout[f"xaxis{axis_id(n - 1)}"]["title"] = dict(text="step")

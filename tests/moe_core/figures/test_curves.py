@@ -78,3 +78,12 @@ def test_log_y_and_labels_for_the_picker():
 def test_long_histories_are_thinned():
     fig = training_curves(_history(n=10_000), ["loss"])
     assert len(arr(fig.data[0].x)) <= 4000
+
+
+def test_log_axes_label_every_tick_with_its_value_and_skip_panels_of_zeros():
+    import pandas as pd
+
+    h = pd.DataFrame({"step": [1, 2, 3], "max_vio": [0.9, 0.5, 0.3], "dropped_frac": [0.0, 0.0, 0.0]})
+    fig = training_curves(h, ["max_vio", "dropped_frac"], log_y=True)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat  # 0.3 reads 0.3, not "3"
+    assert fig.layout.yaxis2.type == "linear"  # nothing above 0: a log axis would be empty
