@@ -39,7 +39,7 @@ def shoot(page: Page, path: Path, height: int = 1900) -> None:
     page.wait_for_timeout(600)  # own container, so a tall viewport is the way to get the whole page
     page.screenshot(path=str(path))
     page.set_viewport_size(VIEWPORT)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def main() -> None:

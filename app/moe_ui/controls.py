@@ -174,12 +174,19 @@ def render_controls(
                                                                                     Z_STEPS)):
         control(field, lambda f=field, lb=label, sp=steps: st.select_slider(
             lb, _with(sp, state[_key(prefix, f)]), format_func=lambda v: f"{v:g}", **kw(f)))
-    control("router_noise", lambda: st.slider("Router noise", 0.0, 1.0, step=0.01, **kw("router_noise")))
+    if router == "gshard_top2":  # the router reads neither: its randomness is the draw of the 2nd expert
+        if show("router_noise") or show("normalize_topk"):
+            st.caption("GShard's router always renormalizes its two gates and adds no noise: its randomness is "
+                       "the draw that keeps the 2nd expert.")
+    else:
+        control("router_noise", lambda: st.slider("Router noise", 0.0, 1.0, step=0.01, **kw("router_noise")))
     if router == "sigmoid_bias":
         control("bias_update_rate", lambda: st.select_slider(
             "Bias update rate", _with(BIAS_STEPS, state[_key(prefix, "bias_update_rate")]),
             format_func=lambda v: f"{v:g}", **kw("bias_update_rate")))
-    control("normalize_topk", lambda: st.toggle(CONTROL_BY_FIELD["normalize_topk"].label, **kw("normalize_topk")))
+    if router != "gshard_top2":
+        control("normalize_topk", lambda: st.toggle(CONTROL_BY_FIELD["normalize_topk"].label,
+                                                    **kw("normalize_topk")))
     if router in BF16_ROUTERS:  # the others compute their router in float32 only (moe_core.config)
         control("router_dtype", lambda: st.radio(CONTROL_BY_FIELD["router_dtype"].label,
                                                  list(CONTROL_BY_FIELD["router_dtype"].choices), horizontal=True,

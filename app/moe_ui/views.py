@@ -72,6 +72,10 @@ def render_view(name: str, snap: Snapshot, history: pd.DataFrame, key: str, laye
         st.info("The dense twin has no router: nothing to show here.")
         return
     if name == "language":
+        where = f"layer {layer + 1}, " if len(snap.layers) > 1 else ""
+        st.markdown(f"**Characters by expert** ({where}step {snap.step:,})  \n"
+                    "Each character of the probe text is coloured by its top-1 expert (hover for the expert and "
+                    "the domain); the table below lists each expert's most frequent characters.")
         st.markdown(figures.probe_text_html(snap, layer=layer), unsafe_allow_html=True)
     chart(builders(snap, history, layer, options)[name](), key)
     if name == "specialization" and snap.top_k >= 2 and snap.router not in ("dense", "soft", "expert_choice"):
