@@ -204,7 +204,7 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
 # page's chart redraws, so a learner who opens more views gets each a little less often, never a hotter laptop.
 VIEW_REFRESH_S = {"curves": 1.5, "load": 1.5, "buffers": 1.5, "routing_map": 3.0, "language": 3.0,
                   "probabilities": 3.0, "specialization": 3.0, "scaling": 3.0, "cost": 6.0, "memory": None}
-MAX_REDRAWS_PER_S = 1.6
+MAX_REDRAWS_PER_S = 1.2
 
 
 def refresh_periods(chosen: list[str], charts_per_view: int = 1) -> dict[str, float | None]:
