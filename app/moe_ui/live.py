@@ -13,7 +13,7 @@ from moe_core import metrics
 from moe_core.session import TICK_SLOTS, PlaygroundSession
 from moe_core.snapshot import Snapshot
 from moe_ui import presence, views
-from moe_ui.state import note_once, once_per_click
+from moe_ui.state import once_per_click
 
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
 TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks responsive when a class trains
@@ -227,20 +227,13 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
     hidden or nobody has touched the page for presence.IDLE_SECONDS.
 
     stop_at: a lesson step's budget. Training pauses when it reaches that step and says so; Play goes on past it."""
-    presence.touched()  # a full run: the learner did something
-
-    def hidden(reason: str) -> None:  # before this full run: it draws the paused page, no second run needed
-        presence.pause_all([sess], reason, note_once)
-        st.session_state[f"{key}_was_running"] = False
-
-    presence.watch(hidden, key=f"{key}_presence")
+    presence.guard([sess], key)
 
     @st.fragment(run_every=TICK_SECONDS if sess.running else None)
     def tick() -> None:
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
-        if timer and sess.running and presence.idle_seconds() > presence.IDLE_SECONDS:
-            presence.pause_all([sess], f"nobody has touched this page for {presence.IDLE_SECONDS / 60:.0f} "
-                                       "minutes", note_once)
+        if timer:
+            presence.pause_if_idle([sess])
         with TICK_SLOTS if timer else nullcontext():
             # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
             # (Streamlit then stops this run) ends here instead of training for a page that is gone.

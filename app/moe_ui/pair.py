@@ -30,7 +30,7 @@ from moe_ui.live import (
     refresh_periods,
     view_options,
 )
-from moe_ui.state import note_once, presenter_mode
+from moe_ui.state import presenter_mode
 
 SHARED_Y = ("load", "curves")  # views that A and B draw on the same y range, panel by panel
 PAIR_METRIC_REM = 1.6  # Streamlit's metric value is 2.25rem: "97.0% / 99.3%" was cut at a quarter of 1280 px
@@ -246,20 +246,13 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
     both pause when the tab is hidden or idle.
 
     stop_at: a lesson step's budget: both pause when A reaches it, and the status says so."""
-    presence.touched()
-
-    def hidden(reason: str) -> None:
-        presence.pause_all([a, b], reason, note_once)
-        st.session_state[f"{key}_was_running"] = False
-
-    presence.watch(hidden, key=f"{key}_presence")
+    presence.guard([a, b], key)
 
     @st.fragment(run_every=TICK_SECONDS if (a.running or b.running) else None)
     def tick() -> None:
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
-        if timer and (a.running or b.running) and presence.idle_seconds() > presence.IDLE_SECONDS:
-            presence.pause_all([a, b], f"nobody has touched this page for {presence.IDLE_SECONDS / 60:.0f} "
-                                       "minutes", note_once)
+        if timer:
+            presence.pause_if_idle([a, b])
         with TICK_SLOTS if timer else nullcontext():
             status_box = st.empty()  # a yield point: a tick whose page is gone stops here (see live_area)
             if train_both(a, b, stop_at):

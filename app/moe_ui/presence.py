@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence
 
 import streamlit as st
+
+from moe_ui.state import note_once
 
 # A server may choose another limit (docs/deploy.md): MOE_PLAYGROUND_IDLE_SECONDS=300 for a class that talks a lot.
 IDLE_SECONDS = float(os.environ.get("MOE_PLAYGROUND_IDLE_SECONDS", "600"))
@@ -41,15 +43,28 @@ def idle_seconds() -> float:
     return time.monotonic() - st.session_state.get(_TOUCHED, time.monotonic())
 
 
-def watch(pause: Callable[[str], None], key: str = "presence") -> None:
-    """Mount the hidden-tab watcher; `pause(reason)` runs when the tab goes to the background."""
-    _watcher(key=key, on_hidden_change=lambda: pause("this tab was in the background"))
+def guard(sessions: Sequence, key: str) -> None:
+    """Call in the page's full run, before the live area: notes the learner's touch and mounts the hidden-tab
+    watcher, which pauses `sessions` with a notice. `{key}_was_running` is cleared too: the full run the trigger
+    causes already draws the paused page, so the ticking fragment need not ask for another."""
+    touched()
+
+    def hidden() -> None:
+        _pause(sessions, "this tab was in the background")
+        st.session_state[f"{key}_was_running"] = False
+
+    _watcher(key=f"{key}_presence", on_hidden_change=hidden)
 
 
-def pause_all(sessions: Iterable, reason: str, note: Callable[[str], None]) -> None:
-    """Pause every running session and say why, once."""
+def pause_if_idle(sessions: Sequence) -> None:
+    """Call from a timer tick: pause `sessions` when nobody has touched the page for IDLE_SECONDS."""
+    if any(s.running for s in sessions) and idle_seconds() > IDLE_SECONDS:
+        _pause(sessions, f"nobody has touched this page for {IDLE_SECONDS / 60:.0f} minutes")
+
+
+def _pause(sessions: Sequence, reason: str) -> None:
     running = [s for s in sessions if s.running]
     for sess in running:
         sess.running = False
     if running:
-        note(f"Training paused: {reason}. Press Play to go on.")
+        note_once(f"Training paused: {reason}. Press Play to go on.")

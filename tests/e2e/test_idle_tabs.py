@@ -46,8 +46,9 @@ def test_a_tab_nobody_touches_pauses_and_play_resumes(page: Page, idle_url: str)
     expect(page.get_by_role("button", name="Pause", exact=True)).to_be_visible(timeout=TIMEOUT)
 
 
-def test_a_hidden_tab_pauses(page: Page, idle_url: str):
-    play(page, idle_url)
+@pytest.mark.parametrize("path", ["/", "/compare"])  # one run, and two runs side by side (A/B lesson steps too)
+def test_a_hidden_tab_pauses(page: Page, idle_url: str, path: str):
+    play(page, idle_url + path)
     # Headless chromium never hides a page; the page hears the same event a real browser sends.
     page.evaluate("Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});"
                   "document.dispatchEvent(new Event('visibilitychange'))")
