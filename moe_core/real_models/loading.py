@@ -93,10 +93,10 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def looks_like_path(name: str) -> bool:
-    """A folder rather than a Hub id: absolute, relative (./, ../), home-relative, or an existing folder (as
-    transformers itself would read it)."""
-    return name.startswith(("/", ".", "~", "\\")) or os.path.isdir(os.path.expanduser(name))
+def looks_like_path(name: str, probe_disk: bool = True) -> bool:
+    """A folder rather than a Hub id: absolute, relative (./, ../), home-relative, or (probe_disk) an existing
+    folder, as transformers itself would read it."""
+    return name.startswith(("/", ".", "~", "\\")) or (probe_disk and os.path.isdir(os.path.expanduser(name)))
 
 
 def check_allowed(name: str, policy: Policy) -> str:
@@ -108,7 +108,7 @@ def check_allowed(name: str, policy: Policy) -> str:
         return name
     # With local folders off, decide from the name alone: probing the disk would tell a learner which folders
     # exist on the server (a different refusal for an existing relative folder).
-    if name.startswith(("/", ".", "~", "\\")) or (policy.allow_local_paths and looks_like_path(name)):
+    if looks_like_path(name, probe_disk=policy.allow_local_paths):
         if not policy.allow_local_paths:
             raise RefusedError(f"Local folders are switched off on this server, so '{name}' cannot be loaded; "
                                "the administrator can allow them in the server's real-models config.")
