@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "app"))  # TICK_SECONDS, the app's own interval, for the floor pages
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import e2e_helpers  # noqa: E402
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -177,8 +178,6 @@ def _pump(page, seconds: float) -> None:
 
 
 def _on_frame(payload: bytes | str, finished: list[float]) -> None:
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
     if isinstance(payload, str):
         return
     msg = ForwardMsg()
