@@ -9,7 +9,7 @@
 #   docker run -p 8501:8501 -e STREAMLIT_SERVER_COOKIE_SECRET=<same on every replica> moe-playground
 FROM python:3.11-slim
 
-# curl is for the HEALTHCHECK below; gcc builds moe_core's C kernels (moe_core/native: the whole MoE layer in
+# curl is for the HEALTHCHECK below; gcc builds moe_core's C kernels (moe_core/accelerator/native: the whole MoE layer in
 # one call each way; training steps ~1.4x faster on a CPU than torch ops alone; without gcc torch ops run).
 # Every Python dependency ships wheels.
 RUN apt-get update \

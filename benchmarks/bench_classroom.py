@@ -22,7 +22,7 @@ Definitions (browser numbers are timed inside the page with Date.now(), wire num
 - tick: a script or fragment run that trained, seen as a new value of the "Step" metric (polled every 25 ms in
   the page; every Step metric in the wire stream). ticks/s = such changes in the window / window length.
   steps/s = Step advance / window length (default speed 20 steps per tick; fewer when the tick's training budget
-  runs out first: moe_core/session.py's fair share, at most the app's TRAIN_BUDGET_S).
+  runs out first: moe_core/training/session.py's fair share, at most the app's TRAIN_BUDGET_S).
 - stall: the longest gap between two ticks of one session in the window.
 - control-to-update latency: every --probe-every seconds each student moves "Speed (steps per tick)" to 21
   (ArrowRight) or back to 20 (ArrowLeft; the wire student sends the new widget value). It ends when the address

@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from moe_core import figures as F  # noqa: E402
-from moe_core.config import MoEConfig  # noqa: E402
-from moe_core.datasets import DataConfig  # noqa: E402
-from moe_core.models import ModelConfig  # noqa: E402
-from moe_core.trainer import TrainConfig, Trainer  # noqa: E402
+from moe_core.layer.config import MoEConfig  # noqa: E402
+from moe_core.training.datasets import DataConfig  # noqa: E402
+from moe_core.training.models import ModelConfig  # noqa: E402
+from moe_core.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 TARGET_MS = 30.0
 CURVE_METRICS = ["loss", "accuracy", "max_vio", "dropped_frac", "router_entropy", "load"]

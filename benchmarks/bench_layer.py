@@ -20,7 +20,7 @@ One timed iteration = forward + loss + backward (grads of the parameters AND of 
                   (the logits are captured with a forward hook on block.gate, as HF's MoE models record them)
     dense         SwiGLU MLP with hidden k*h from three nn.Linear(bias=False) (gate, up, down): the same active
                   parameters per token, no routing: the limit an MoE layer can approach; loss = <y, probe>
-    dense-fused   (information only) the same MLP with gate|up fused in one Linear (moe_core.experts.SwiGLU)
+    dense-fused   (information only) the same MLP with gate|up fused in one Linear (moe_core.layer.experts.SwiGLU)
 
 `probe` is a fixed random (T, d) tensor, so the gradient reaching y is contiguous (torch 2.13's CPU grouped_mm
 backward fails on the expanded stride-0 gradient that `.sum().backward()` would hand it).
@@ -57,10 +57,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from moe_core.config import MoEConfig  # noqa: E402
-from moe_core.experts import SwiGLU  # noqa: E402
-from moe_core.layer import MoELayer  # noqa: E402
-from moe_core.native import kernels  # noqa: E402
+from moe_core.accelerator.kernels import kernels  # noqa: E402
+from moe_core.layer.config import MoEConfig  # noqa: E402
+from moe_core.layer.experts import SwiGLU  # noqa: E402
+from moe_core.layer.moe_layer import MoELayer  # noqa: E402
 
 D_MODEL, HIDDEN, AUX_COEF = 64, 128, 0.01
 FULL_GRID = [(T, E, k) for T in (1024, 4096) for E in (4, 8, 16, 64) for k in (1, 2)]
@@ -344,7 +344,7 @@ def machine_info(threads: int, hf_version: str | None) -> dict:
         "python": platform.python_version(),
         "threads": threads,
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "c_kernels": kernels() is not None,  # moe_core/native (MOE_PLAYGROUND_NATIVE=0 turns them off)
+        "c_kernels": kernels() is not None,  # moe_core/accelerator/native (MOE_PLAYGROUND_NATIVE=0 turns them off)
     }
 
 

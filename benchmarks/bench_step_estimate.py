@@ -1,4 +1,4 @@
-"""The step-time estimate (moe_core/step_cost.py) against real training steps, one thread.
+"""The step-time estimate (moe_core/training/step_cost.py) against real training steps, one thread.
 
     .venv/bin/python benchmarks/bench_step_estimate.py [--steps 10]
 
@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from moe_core.settings import PlaygroundSettings
-from moe_core.step_cost import SLOW_STEP_MS, estimate_step_ms, matmul_flops_per_second
-from moe_core.trainer import Trainer
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.step_cost import SLOW_STEP_MS, estimate_step_ms, matmul_flops_per_second
+from moe_core.training.trainer import Trainer
 
 CONFIGS = [
     {},

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from moe_core.session import PlaygroundSession
-from moe_core.settings import PlaygroundSettings
+from moe_core.training.session import PlaygroundSession
+from moe_core.training.settings import PlaygroundSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
 from moe_ui.live import TRAIN_BUDGET_S  # noqa: E402  (the app's own budget, not a copy)

@@ -20,9 +20,9 @@ from dataclasses import replace
 
 import torch
 
-from moe_core.native import kernels
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer, resolve_device
+from moe_core.accelerator.kernels import kernels
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer, resolve_device
 
 CONFIGS = {
     "2-D default (spirals)": PlaygroundSettings(),

@@ -7,9 +7,8 @@
 No Streamlit anywhere in this package: the app observes it, never the other way round.
 """
 
-from moe_core.capacity import expert_capacity
-from moe_core.config import CAUSAL_ROUTERS, OVERFLOW_POLICIES, ROUTERS, MoEConfig
-from moe_core.layer import LIVE_FIELDS, MoELayer, RoutingInfo
+from moe_core.layer import CAUSAL_ROUTERS, OVERFLOW_POLICIES, ROUTERS, MoEConfig, MoELayer, RoutingInfo, expert_capacity
+from moe_core.layer.moe_layer import LIVE_FIELDS
 
 __all__ = [
     "CAUSAL_ROUTERS",

@@ -1,5 +1,5 @@
 """`python -m moe_core ...`: the moe-playground command line."""
 
-from moe_core.cli import main
+from moe_core.cli.main import main
 
 raise SystemExit(main())

@@ -10,5 +10,5 @@ VIEW_TITLES = {
     "cost": "Sparsity and cost",
     "language": "Characters by expert",
     "scaling": "Scaling out",
-    "memory": "Memory vs compute",  # real models' configs (moe_core.model_memory), not the trained model
+    "memory": "Memory vs compute",  # real models' configs (moe_core.real_models.model_memory), not the trained model
 }

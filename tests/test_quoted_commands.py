@@ -175,7 +175,7 @@ class Parsed:
             return f"moe_core {a[1]}"
         if a[0] == "python" and a[1:3] == ["-m", "moe_core"] and len(a) > 3:
             return f"moe_core {a[3]}"
-        if a[0] == "python" and a[1:3] == ["-m", "moe_core.ep_bench"]:
+        if a[0] == "python" and a[1:3] == ["-m", "moe_core.scale_out.ep_bench"]:
             return "moe_core ep-bench"
         if a[0] == "python" and len(a) > 1 and a[1].startswith("benchmarks/") and (ROOT / a[1]).is_file():
             return a[1]
@@ -247,7 +247,7 @@ def test_the_extractor_finds_the_quoted_commands():
     assert len(COMMANDS) >= MIN_COMMANDS, f"only {len(COMMANDS)} commands found:\n" + "\n".join(texts)
     # one of each form: a bash block, a bare block in a lesson, a loop, an inline span in prose
     assert any(t.startswith("README.md") and " -m moe_core train " in t for t in texts), texts
-    assert any(t.startswith("lessons/") and "-m moe_core.ep_bench " in t for t in texts), texts
+    assert any(t.startswith("lessons/") and "-m moe_core.scale_out.ep_bench " in t for t in texts), texts
     assert sum("ep_bench --world-size" in q.text and "[w=" in q.where for q in COMMANDS) >= 2, texts
     assert any(t.startswith("benchmarks/README.md") and t.endswith("python -m moe_core ep-bench") for t in texts)
     assert len(RUNNABLE) >= 15

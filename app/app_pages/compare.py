@@ -3,9 +3,9 @@
 import streamlit as st
 from moe_ui import controls, live, pair, state
 
-from moe_core.lessons import SAME_DATA_FIELDS
-from moe_core.session import PlaygroundSession
-from moe_core.settings import PlaygroundSettings
+from moe_core.lessons.lesson_files import SAME_DATA_FIELDS
+from moe_core.training.session import PlaygroundSession
+from moe_core.training.settings import PlaygroundSettings
 
 state.present_css()
 st.title("Compare two configurations")

@@ -6,9 +6,9 @@ import re
 import streamlit as st
 from moe_ui import controls, live, pair, state
 
-from moe_core.lesson_checks import BATCH_METRICS, TAIL_STEPS, metric_value
-from moe_core.lessons import LessonError, Predict, learner_key, load_lessons, option_order, resolve_code
-from moe_core.session import PlaygroundSession
+from moe_core.lessons.checks import BATCH_METRICS, TAIL_STEPS, metric_value
+from moe_core.lessons.lesson_files import LessonError, Predict, learner_key, load_lessons, option_order, resolve_code
+from moe_core.training.session import PlaygroundSession
 
 # How the page names a predicted metric, and how it prints its value
 METRIC_NAMES = {"max_vio": ("MaxVio", "{:.2f}"), "load_cv": ("load CV", "{:.2f}"),
@@ -213,7 +213,7 @@ elif step.check is not None:
         st.markdown(f"**Check:** {check.question}")
         shown = [check.options[i] for i in option_order(check.question, learner(), len(check.options))]
         choice = st.radio("Your answer", shown, index=None, key=f"check_{key}", label_visibility="collapsed")
-        if choice is not None:  # by identity, not by position: options differ (moe_core.lessons checks it)
+        if choice is not None:  # by identity, not by position: options differ (moe_core.lessons.lesson_files checks it)
             picked = check.options.index(choice)
             if picked == check.answer:
                 st.success(f"Right. {check.feedback[picked]}", icon=":material/check_circle:")

@@ -12,7 +12,7 @@ from moe_core.figures.language import expert_legend_html
 from moe_core.real_models import FAMILIES, RefusedError, load_model, read_policy, route_text, sample_texts
 from moe_core.real_models import specialisation as route_sample
 from moe_core.real_models.families import UNSUPPORTED
-from moe_core.step_cost import matmul_flops_per_second
+from moe_core.training.step_cost import matmul_flops_per_second
 
 # Small real MoE models (total / active parameters from their model cards and papers), for the size table.
 LAPTOP_MODELS = (

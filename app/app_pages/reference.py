@@ -6,9 +6,9 @@ import streamlit as st
 from moe_ui import state
 from moe_ui.controls import ROUTER_LABELS
 
-from moe_core import capacity, metrics, routers
-from moe_core.lessons import load_glossary
-from moe_core.routers import base as router_base
+from moe_core.layer import capacity, metrics, routers
+from moe_core.layer.routers import base as router_base
+from moe_core.lessons.lesson_files import load_glossary
 
 state.present_css()
 st.title("Reference")
@@ -25,7 +25,7 @@ with tab_routers:
                 st.code(source, language="python")
                 if "softmax_topk(" in source:  # the shared steps, as torch ops (the spec of the C kernel)
                     st.caption("`softmax_topk`, shared with the other softmax routers. On a CPU the same steps "
-                               "run in C (`moe_core/native/route.c`), and with this router the whole layer "
+                               "run in C (`moe_core/accelerator/native/route.c`), and with this router the whole layer "
                                "around them is one C call each way (`layer.c`), both tested against this code.")
                     st.code(inspect.getsource(router_base.softmax_topk), language="python")
 

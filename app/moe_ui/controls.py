@@ -13,10 +13,10 @@ from typing import Any
 
 import streamlit as st
 
-from moe_core.config import BF16_ROUTERS, CAUSAL_ROUTERS, ROUTERS
-from moe_core.datasets import DATASETS, CSVError, parse_points_csv
-from moe_core.session import PlaygroundSession
-from moe_core.settings import CONTROL_BY_FIELD, PlaygroundSettings, settings_fields
+from moe_core.layer.config import BF16_ROUTERS, CAUSAL_ROUTERS, ROUTERS
+from moe_core.training.datasets import DATASETS, CSVError, parse_points_csv
+from moe_core.training.session import PlaygroundSession
+from moe_core.training.settings import CONTROL_BY_FIELD, PlaygroundSettings, settings_fields
 from moe_ui.state import note_once, once_per_click
 
 AUX_STEPS = [0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0]
@@ -187,7 +187,7 @@ def render_controls(
     if router != "gshard_top2":
         control("normalize_topk", lambda: st.toggle(CONTROL_BY_FIELD["normalize_topk"].label,
                                                     **kw("normalize_topk")))
-    if router in BF16_ROUTERS:  # the others compute their router in float32 only (moe_core.config)
+    if router in BF16_ROUTERS:  # the others compute their router in float32 only (moe_core.layer.config)
         control("router_dtype", lambda: st.radio(CONTROL_BY_FIELD["router_dtype"].label,
                                                  list(CONTROL_BY_FIELD["router_dtype"].choices), horizontal=True,
                                                  **kw("router_dtype")))

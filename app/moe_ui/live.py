@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from moe_core import metrics
-from moe_core.session import TICK_SLOTS, PlaygroundSession
-from moe_core.snapshot import Snapshot
+from moe_core.layer import metrics
+from moe_core.training.session import TICK_SLOTS, PlaygroundSession
+from moe_core.training.snapshot import Snapshot
 from moe_ui import presence, views
 from moe_ui.state import once_per_click
 

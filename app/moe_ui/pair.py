@@ -1,6 +1,7 @@
 """Two runs side by side (A and B): the Compare page and a lesson's A/B step share this.
 
-Both train on the same data and seed (moe_core.lessons.SAME_DATA_FIELDS), the same number of steps each tick,
+Both train on the same data and seed (moe_core.lessons.lesson_files.SAME_DATA_FIELDS), the same number of steps
+each tick,
 and show the same views in two columns under "A: ..." / "B: ..." titles that say what differs.
 """
 
@@ -14,10 +15,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from moe_core.lessons import SAME_DATA_FIELDS
-from moe_core.session import TICK_SLOTS, PlaygroundSession
-from moe_core.settings import CONTROLS, PlaygroundSettings
-from moe_core.snapshot import Snapshot
+from moe_core.lessons.lesson_files import SAME_DATA_FIELDS
+from moe_core.training.session import TICK_SLOTS, PlaygroundSession
+from moe_core.training.settings import CONTROLS, PlaygroundSettings
+from moe_core.training.snapshot import Snapshot
 from moe_ui import presence, views
 from moe_ui.live import (
     BATCH_FORMAT,

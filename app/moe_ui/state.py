@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from moe_core.session import PlaygroundSession
-from moe_core.settings import CONTROLS, PlaygroundSettings
-from moe_core.step_cost import slow_step_warning
+from moe_core.training.session import PlaygroundSession
+from moe_core.training.settings import CONTROLS, PlaygroundSettings
+from moe_core.training.step_cost import slow_step_warning
 
 HIDEABLE = {c.url for c in CONTROLS}
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from moe_core import figures
 from moe_core.figures.common import message_figure
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 from moe_core.views import VIEW_TITLES
 
 VIEWS = VIEW_TITLES

@@ -26,7 +26,7 @@ from moe_core.figures.palette import (
     layout_dict,
     tick_step,
 )
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 
 HEIGHT = 440
 PLOT_PX = (560.0, 270.0)  # typical plot-area size (width, height) the block width is tuned for

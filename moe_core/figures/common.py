@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from moe_core.figures.palette import FONT_SIZE, layout_dict
-from moe_core.snapshot import LayerView, Snapshot
+from moe_core.training.snapshot import LayerView, Snapshot
 
 PANEL_TITLE_PX = 35  # room a panel_title needs above the plots, between them and the (sub)title
 NON_CHOICE_ROUTERS = ("dense", "soft")  # every expert processes every token: no discrete choice to mark

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from moe_core.figures.common import PANEL_TITLE_PX, grid_axes, make_figure, panel_title
 from moe_core.figures.palette import join_parts, layout_dict
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 
 HEIGHT = 420
 MOE_COLOR = "#0072B2"  # this model

@@ -17,7 +17,7 @@ from moe_core.figures.palette import (
     text_color_on,
     with_alpha,
 )
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 
 BACKGROUND_ALPHA = 0.35  # light fill behind each character; the full colour underlines it
 VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍"}

@@ -15,7 +15,7 @@ from moe_core.figures.palette import (
     layer_label,
     layout_dict,
 )
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 
 HEIGHT = 420
 DROPPED_FILL = "#BDBDBD"  # grey bar, hatched in dark grey: the tokens an expert had no room for

@@ -1,6 +1,7 @@
 """Memory vs compute of real MoE models: the parameters every expert keeps in memory against those one token uses.
 
-Built from moe_core.model_memory (published configs, no training run), so the figure is the same on every page.
+Built from moe_core.real_models.model_memory (published configs, no training run), so the figure is the same on
+every page.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import plotly.graph_objects as go
 from moe_core.figures.common import make_figure
 from moe_core.figures.cost import DENSE_COLOR, MOE_COLOR
 from moe_core.figures.palette import join_parts, layout_dict
-from moe_core.model_memory import BYTES_PER_PARAM, MODELS, ModelSpec, memory_table
+from moe_core.real_models.model_memory import BYTES_PER_PARAM, MODELS, ModelSpec, memory_table
 
 HEIGHT = 420
 

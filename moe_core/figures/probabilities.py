@@ -23,7 +23,7 @@ from moe_core.figures.palette import (
     layout_dict,
     thin_ticks,
 )
-from moe_core.snapshot import LayerView, Snapshot
+from moe_core.training.snapshot import LayerView, Snapshot
 
 HEIGHT = 460
 PROB_SCALE = colorscale("Blues")

@@ -26,7 +26,7 @@ from moe_core.figures.palette import (
     layout_dict,
     with_alpha,
 )
-from moe_core.snapshot import LayerView, Snapshot
+from moe_core.training.snapshot import LayerView, Snapshot
 
 MODES = ("top1", "second", "entropy", "prediction")
 MIN_ALPHA = 0.12  # opacity of a cell where the router has no preference (the colour still shows)

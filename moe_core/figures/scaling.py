@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from moe_core.figures.common import PANEL_TITLE_PX, grid_axes, make_figure, message_figure, panel_title
 from moe_core.figures.palette import layout_dict
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 
 SEND_COLOR, RECV_COLOR, WAIT_COLOR = "#0072B2", "#56B4E9", "#D55E00"
 HEIGHT = 470

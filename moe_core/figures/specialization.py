@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from moe_core.figures.common import get_layer, group_kind, group_name, make_figure, message_figure
 from moe_core.figures.palette import colorscale, expert_ticks, join_parts, layer_label, layout_dict
-from moe_core.snapshot import Snapshot
+from moe_core.training.snapshot import Snapshot
 
 NORMALIZE = ("row", "column", "none")
 HEIGHT = 420
@@ -44,7 +44,7 @@ def counted(snap: Snapshot, basis: str, normalize: str = "row") -> str:
 
 def specialization(snap: Snapshot, layer: int = 0, normalize: str = "row") -> go.Figure:
     """Group (class / regime / domain) x expert heatmap of the test set's routing slots (or, where every expert
-    runs, of each token's first choice: moe_core.snapshot.group_counts), with the mutual information
+    runs, of each token's first choice: moe_core.training.snapshot.group_counts), with the mutual information
     I(expert; group) in the title.
 
     normalize: "row" (share of each group's slots per expert, default), "column" (share of each expert's slots

@@ -17,7 +17,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from moe_core import metrics
+from moe_core.layer import metrics
 from moe_core.real_models.loading import LoadedModel, RefusedError
 
 # The shipped multi-domain sample: original text written for this project (samples/*.txt, public domain).

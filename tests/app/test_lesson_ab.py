@@ -8,7 +8,7 @@ import pytest
 from apptools import fresh, metric
 from streamlit.testing.v1 import AppTest
 
-from moe_core.lessons import load_lessons
+from moe_core.lessons.lesson_files import load_lessons
 from moe_core.views import VIEW_TITLES
 
 PAGE = "app_pages/lessons.py"

@@ -6,7 +6,7 @@ import pytest
 from apptools import fresh, warnings_text
 from streamlit.testing.v1 import AppTest
 
-from moe_core.lessons import learner_key, load_lessons, option_order
+from moe_core.lessons.lesson_files import learner_key, load_lessons, option_order
 
 PAGE = "app_pages/lessons.py"
 LESSONS = load_lessons()
@@ -71,7 +71,8 @@ def test_unknown_lesson_and_step_fall_back_with_a_message():
 
 def test_check_question_gives_feedback():
     """Each option explains itself (success for the right one, a warning for a wrong one); the options are shown
-    in this learner's order (moe_core.lessons.option_order), and the answer is found by identity, not position."""
+    in this learner's order (moe_core.lessons.lesson_files.option_order), and the answer is found by identity, not
+    position."""
     lesson, number, step = next((les, i + 1, s) for les in LESSONS for i, s in enumerate(les.steps) if s.check)
     check = step.check
     at = open_lessons({"lesson": lesson.slug, "step": str(number)})

@@ -8,7 +8,7 @@ import pytest
 from apptools import fresh, metric, warnings_text
 from streamlit.testing.v1 import AppTest
 
-from moe_core.settings import PlaygroundSettings
+from moe_core.training.settings import PlaygroundSettings
 
 
 def session(at: AppTest):

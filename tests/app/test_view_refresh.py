@@ -51,7 +51,7 @@ def test_the_views_read_the_timeline_without_writing_it(monkeypatch):
 
     from moe_ui import live
 
-    from moe_core.session import PlaygroundSession
+    from moe_core.training.session import PlaygroundSession
 
     sess = PlaygroundSession()
     sess.step_once()

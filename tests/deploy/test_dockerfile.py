@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NEEDED_IN_IMAGE = ["app/streamlit_app.py", "app/moe_ui/live.py", "app/app_pages/playground.py",
-                   "moe_core/session.py", "lessons", ".streamlit/config.toml", "requirements.txt"]
+                   "moe_core/training/session.py", "lessons", ".streamlit/config.toml", "requirements.txt"]
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -111,7 +111,8 @@ def test_runs_as_a_non_root_user(steps):
 
 def test_the_c_kernels_are_built_into_the_image_as_the_app_user(steps):
     """Built at image build time (no student waits for the compiler) by the user that runs the app, whose
-    ~/.cache/moe-playground is where moe_core.native looks; the build must fail loudly if they do not build."""
+    ~/.cache/moe-playground is where moe_core.accelerator.kernels looks; the build must fail loudly if they do not
+    build."""
     words = [w for w, _ in steps]
     build = [i for i, (w, args) in enumerate(steps) if w == "RUN" and "native.kernels()" in args]
     assert len(build) == 1, "one RUN step builds the kernels"

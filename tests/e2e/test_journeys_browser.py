@@ -16,10 +16,10 @@ from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_playground_browser import TIMEOUT, metric, open_app, settled, step_value
 
-from moe_core.config import ROUTERS
-from moe_core.datasets import DATASETS
-from moe_core.lessons import learner_key, load_lessons, option_order
-from moe_core.settings import PlaygroundSettings
+from moe_core.layer.config import ROUTERS
+from moe_core.lessons.lesson_files import learner_key, load_lessons, option_order
+from moe_core.training.datasets import DATASETS
+from moe_core.training.settings import PlaygroundSettings
 from moe_core.views import VIEW_TITLES
 
 ROUTER_LABELS = {  # the Router box's labels (app/moe_ui/controls.py)
@@ -330,7 +330,8 @@ def check_options(page: Page):
 def answer_check(page: Page, check, where: str) -> None:
     """Click the options in the order shown until the page says "Right.": every option before it must say
     "Not quite.", and the right one must sit where this browser's shuffle puts it (a hash of its user agent and
-    address, moe_core.lessons.option_order; on localhost Streamlit reports no address): the order is shuffled,
+    address, moe_core.lessons.lesson_files.option_order; on localhost Streamlit reports no address): the order is
+    shuffled,
     and the answer is checked by identity."""
     learner = learner_key(page.evaluate("navigator.userAgent"), None, None)
     shown = option_order(check.question, learner, len(check.options))

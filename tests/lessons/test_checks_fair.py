@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from moe_core.lessons import learner_key, load_lessons, option_order
+from moe_core.lessons.lesson_files import learner_key, load_lessons, option_order
 
 LESSONS = load_lessons()
 CHECKS = [(lesson, step) for lesson in LESSONS for step in lesson.steps if step.check is not None]

@@ -1,7 +1,7 @@
 """Every observation a lesson asks the learner to make holds on the real model: each step's preset, trained
 headlessly for the step's own budget, on every seed the observation names (at least 3), on both compute paths
 (the C kernels, and torch ops alone with MOE_PLAYGROUND_NATIVE=0), clearing its bound on each by
-moe_core.lesson_checks.MARGIN. A claim that fails is rewritten in the lesson, never loosened here.
+moe_core.lessons.checks.MARGIN. A claim that fails is rewritten in the lesson, never loosened here.
 
 The runs of the selected tests are trained once, up front, in a pool of 2 processes (one torch thread each);
 observations and predictions that share a run (preset, seed, budget, path) share its training.
@@ -14,8 +14,8 @@ import warnings
 
 import pytest
 
-from moe_core import lesson_checks as lc
-from moe_core.lessons import Observation, Predict, Step, load_lessons
+from moe_core.lessons import checks as lc
+from moe_core.lessons.lesson_files import Observation, Predict, Step, load_lessons
 
 LESSONS = load_lessons()
 CASES = [(lesson, step, obs) for lesson in LESSONS for step in lesson.steps for obs in step.observe]
@@ -43,7 +43,8 @@ def measured(request: pytest.FixtureRequest) -> dict[lc.RunKey, dict[str, float]
                 jobs.setdefault(key, set()).update(wanted)
     native = lc.accelerator_available()
     if not native:
-        warnings.warn("the C kernels (moe_core.native) do not build here: the 'native' path runs torch ops, so both "
+        warnings.warn("the C kernels (moe_core.accelerator.kernels) do not build here: the 'native' path runs torch "
+                      "ops, so both "
                       "paths are the same and each run is trained once", stacklevel=1)
         jobs = {k: v for k, v in jobs.items() if k.path == "torch"} | {
             lc.RunKey(k.settings, k.steps, "torch"): v for k, v in jobs.items() if k.path == "native"}
@@ -72,7 +73,7 @@ def test_lesson_observation_holds(lesson, step: Step, obs: Observation, path: st
 def test_a_prediction_question_has_the_answer_the_model_shows(lesson, step: Step, path: str, measured):
     """The run of the step's own preset lands in the option the file calls right, clear of its ends by the
     margin, on seeds 0, 1 and 2 and both paths: the page measures the learner's run the same way
-    (moe_core.lesson_checks.metric_value after the step's budget)."""
+    (moe_core.lessons.checks.metric_value after the step's budget)."""
     predict = step.predict
     values = {seed: measured[lc.run_key(step, {}, seed, path)][predict.metric] for seed in lc.PREDICT_SEEDS}
     failures = lc.predict_failures(predict, values, path, lc.is_share(predict.metric, step.preset))
@@ -164,7 +165,7 @@ def test_a_prediction_must_land_inside_its_range_by_the_margin():
 
 
 def test_the_torch_path_switch_is_the_environment_variable(monkeypatch):
-    from moe_core import native
+    from moe_core.accelerator import kernels as native
     monkeypatch.delenv("MOE_PLAYGROUND_NATIVE", raising=False)
     with lc.compute_path("torch"):
         assert native.kernels() is None

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from moe_core.lessons import SAME_DATA_FIELDS, LessonError, load_lesson, load_lessons
-from moe_core.settings import PlaygroundSettings
+from moe_core.lessons.lesson_files import SAME_DATA_FIELDS, LessonError, load_lesson, load_lessons
+from moe_core.training.settings import PlaygroundSettings
 
 STEP = '''
 # An A/B step
@@ -17,7 +17,7 @@ STEP = '''
 preset = { dataset = "spirals", n_experts = 8, top_k = 2, aux_loss_coef = 0.0 }
 unlocked = ["router_noise"]
 views = ["load"]
-code = "moe_core.metrics.max_violation"
+code = "moe_core.layer.metrics.max_violation"
 try = "Press Play: A without a balancing loss, B with 0.01."
 compare = { aux_loss_coef = 0.01 }
 ```

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from moe_core.lessons import LessonError, load_glossary, load_lesson, load_lessons
-from moe_core.settings import PlaygroundSettings
+from moe_core.lessons.lesson_files import LessonError, load_glossary, load_lesson, load_lessons
+from moe_core.training.settings import PlaygroundSettings
 
 LESSONS = load_lessons()
 
@@ -46,7 +46,7 @@ GOOD_STEP = '''
 ```step
 preset = { dataset = "spirals" }
 views = ["load"]
-code = "moe_core.metrics.max_violation"
+code = "moe_core.layer.metrics.max_violation"
 try = "Press Play."
 ```
 Some prose.
@@ -70,8 +70,8 @@ def test_a_good_minimal_lesson_loads(tmp_path):
     (('dataset = "spirals"', 'n_experts = 4, top_k = 6'), "field 'preset'"),
     (('views = ["load"]', 'views = ["loads"]'), "field 'views': 'loads' does not exist"),
     (('views = ["load"]', 'views = []'), "field 'views': name at least one view"),
-    (('code = "moe_core.metrics.max_violation"', 'code = "moe_core.metrics.nothing"'), "field 'code'"),
-    (('code = "moe_core.metrics.max_violation"', 'code = "os.system"'), "must name something in moe_core"),
+    (('code = "moe_core.layer.metrics.max_violation"', 'code = "moe_core.layer.metrics.nothing"'), "field 'code'"),
+    (('code = "moe_core.layer.metrics.max_violation"', 'code = "os.system"'), "must name something in moe_core"),
     (('try = "Press Play."', 'unlocked = ["wings"]\ntry = "x"'), "field 'unlocked': 'wings' does not exist"),
     (('try = "Press Play."', 'highlight = ["top_k"]\ntry = "x"'), "field 'highlight'"),
     (('try = "Press Play."', 'colour = "red"\ntry = "x"'), "field 'colour': unknown"),

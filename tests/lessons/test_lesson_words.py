@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from moe_core.figures import METRIC_LABELS
-from moe_core.lessons import load_lessons
-from moe_core.settings import CONTROLS
+from moe_core.lessons.lesson_files import load_lessons
+from moe_core.training.settings import CONTROLS
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = load_lessons()

@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from moe_core.lessons import load_glossary, load_lessons
+from moe_core.lessons.lesson_files import load_glossary, load_lessons
 
 LESSONS = load_lessons()
 GLOSSARY = load_glossary()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from moe_core import MoEConfig, MoELayer, expert_capacity
-from moe_core.capacity import assign_slots
+from moe_core.layer.capacity import assign_slots
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from moe_core.cli import main
-from moe_core.config import MoEConfig
-from moe_core.metrics import flops_per_token, parameter_counts
-from moe_core.trainer import Trainer
+from moe_core.cli.main import main
+from moe_core.layer.config import MoEConfig
+from moe_core.layer.metrics import flops_per_token, parameter_counts
+from moe_core.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--samples", "200", "--batch-size", "16", "--d-model", "16", "--expert-hidden", "16", "--device", "cpu"]
@@ -201,15 +201,15 @@ def test_sweep_reports_invalid_runs_as_rows_and_fails_only_when_all_are_invalid(
 # -- ep-bench ------------------------------------------------------------------------------------------
 def test_ep_bench_forwards_its_arguments_untouched(monkeypatch):
     seen = []
-    fake = types.ModuleType("moe_core.ep_bench")
+    fake = types.ModuleType("moe_core.scale_out.ep_bench")
     fake.main = lambda argv: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "moe_core.ep_bench", fake)
+    monkeypatch.setitem(sys.modules, "moe_core.scale_out.ep_bench", fake)
     assert main(["ep-bench", "--world-size", "2", "--help", "--", "x"]) == 7
     assert seen == [["--world-size", "2", "--help", "--", "x"]]
 
 
 def test_ep_bench_missing_module_exits_2(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "moe_core.ep_bench", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "moe_core.scale_out.ep_bench", None)  # makes the import fail
     assert main(["ep-bench", "--world-size", "2"]) == 2
     assert "ep-bench is not available" in one_error_line(capsys)
 

@@ -15,11 +15,11 @@ import torch
 from torch_devices import DEVICES
 
 from moe_core import MoEConfig, MoELayer
-from moe_core.cli import main
-from moe_core.datasets import DataConfig
-from moe_core.models import ModelConfig
-from moe_core.reference import naive_moe
-from moe_core.trainer import TrainConfig, Trainer
+from moe_core.cli.main import main
+from moe_core.layer.reference import naive_moe
+from moe_core.training.datasets import DataConfig
+from moe_core.training.models import ModelConfig
+from moe_core.training.trainer import TrainConfig, Trainer
 
 TOL32 = 2e-4  # float32 on the device against the float64 reference on the CPU
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch_devices import DEVICES
 
-import moe_core.dispatch as dispatch
-import moe_core.native
+import moe_core.accelerator.dispatch as dispatch
+import moe_core.accelerator.kernels
 from moe_core import MoEConfig, MoELayer
-from moe_core.dispatch import DispatchExpertsCombine, plan_chunks
-from moe_core.experts import swiglu_backward, swiglu_forward
-from moe_core.reference import naive_moe
+from moe_core.accelerator.dispatch import DispatchExpertsCombine, plan_chunks
+from moe_core.layer.experts import swiglu_backward, swiglu_forward
+from moe_core.layer.reference import naive_moe
 
 
 def _slow(x, gates, w_in, w_out, token_order, counts):
@@ -29,13 +29,13 @@ def _slow(x, gates, w_in, w_out, token_order, counts):
 
 @pytest.fixture(autouse=True, params=["C kernels", "torch ops"])
 def kernel_path(request, monkeypatch):
-    """Every test on both paths: the C kernels (moe_core/native: the row moves and activation around torch's
+    """Every test on both paths: the C kernels (moe_core/accelerator/native: the row moves and activation around torch's
     matmuls in DispatchExpertsCombine, the whole expert step in NativeExperts) and torch ops only. The C matmul
     is tested whatever compiler built it, also where it has no vector build and the layer would not use it."""
     if request.param == "torch ops":
         monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
     else:
-        monkeypatch.setattr(moe_core.native, "_gemm_vectorized", lambda lib: True)
+        monkeypatch.setattr(moe_core.accelerator.kernels, "_gemm_vectorized", lambda lib: True)
     return request.param
 
 
@@ -213,7 +213,7 @@ def test_swiglu_activation_matches_autograd(dtype, kernel_path):
     h = torch.cat([torch.randn(200, 16, generator=g, dtype=dtype) * 4, torch.linspace(-100, 100, 16 * 37,
                    dtype=dtype).reshape(37, 16), torch.zeros(1, 16, dtype=dtype)]).reshape(-1, 16)  # (R, 2h)
     act, silu_gate = swiglu_forward(h)
-    assert (silu_gate is None) == (kernel_path == "C kernels" and moe_core.native.kernels() is not None)
+    assert (silu_gate is None) == (kernel_path == "C kernels" and moe_core.accelerator.kernels.kernels() is not None)
     ref_h = h.clone().requires_grad_()
     ref = torch.nn.functional.silu(ref_h[:, :8]) * ref_h[:, 8:]
     da = torch.randn(ref.shape, generator=g, dtype=dtype)
@@ -232,9 +232,9 @@ def _combine(x, gates, w_in, w_out, tok, counts, each_token_once=False):
 def test_c_experts_run_where_built_and_not_past_the_size_limit(kernel_path, monkeypatch):
     x, gates, w_in, w_out, tok, counts = _problem(8, 3, 2, 8, 4, torch.float32)
     counts_t = torch.tensor(counts)
-    built = kernel_path == "C kernels" and moe_core.native.kernels() is not None
+    built = kernel_path == "C kernels" and moe_core.accelerator.kernels.kernels() is not None
     assert (dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is not None) == built
-    monkeypatch.setattr(moe_core.native, "_gemm_vectorized", lambda lib: False)  # e.g. clang < 19, or ARM
+    monkeypatch.setattr(moe_core.accelerator.kernels, "_gemm_vectorized", lambda lib: False)  # e.g. clang < 19, or ARM
     assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None
     monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 8 * 8 - 1)  # d * 2h = 64: one over the limit
     assert dispatch._native_experts(x, gates, w_in, w_out, tok, counts_t) is None

@@ -12,9 +12,10 @@ import time
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer, ep_launch, ep_traffic
-from moe_core import ep_bench as eb
-from moe_core.distributed import ExpertParallelMoE, check_world_size, shard_bounds
+from moe_core import MoEConfig, MoELayer
+from moe_core.scale_out import ep_bench as eb
+from moe_core.scale_out import ep_launch, ep_traffic
+from moe_core.scale_out.distributed import ExpertParallelMoE, check_world_size, shard_bounds
 
 BASE = dict(d_model=12, n_experts=8, expert_hidden=8)
 CASES = [  # (name, config fields, T, dtype)

@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from moe_core.config import MoEConfig
-from moe_core.ep_bench import measure_exchange
+from moe_core.layer.config import MoEConfig
+from moe_core.scale_out.ep_bench import measure_exchange
 
 
 @pytest.mark.timeout(300)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from moe_core import session as session_module
-from moe_core.session import FairSlots, PlaygroundSession, fair_budget
-from moe_core.settings import PlaygroundSettings
+from moe_core.training import session as session_module
+from moe_core.training.session import FairSlots, PlaygroundSession, fair_budget
+from moe_core.training.settings import PlaygroundSettings
 
 SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
 

@@ -1,4 +1,5 @@
-"""The whole softmax top-k layer in one C call (moe_core/fused_layer.py, native/layer.c) against the same layer
+"""The whole softmax top-k layer in one C call (moe_core/accelerator/fused_layer.py, native/layer.c) against the same
+layer
 run as its modules (router -> assign_slots -> dispatch), values and gradients, and where each path is taken.
 The modules path itself is checked against the per-token reference in test_layer_vs_reference.py."""
 
@@ -7,8 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import moe_core.native as native
-from moe_core import MoEConfig, MoELayer, dispatch, metrics
+import moe_core.accelerator.kernels as native
+from moe_core import MoEConfig, MoELayer
+from moe_core.accelerator import dispatch
+from moe_core.layer import metrics
 
 pytestmark = pytest.mark.skipif(native.kernels() is None, reason="the C kernels are not built (no compiler, or "
                                 "MOE_PLAYGROUND_NATIVE=0); CI builds them")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer, native
-from moe_core.reference import naive_moe
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer
+from moe_core import MoEConfig, MoELayer
+from moe_core.accelerator import kernels as native
+from moe_core.layer.reference import naive_moe
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer
 
 TOL = 1e-5
 
@@ -198,7 +199,7 @@ def test_capacity_first_choices_first_and_a_rejected_second_takes_no_slot():
 
 
 def test_the_fused_c_layer_is_not_taken(monkeypatch):
-    from moe_core import fused_layer
+    from moe_core.accelerator import fused_layer
 
     def refuse(*args, **kwargs):
         raise AssertionError("the fused softmax top-k layer ran for gshard_top2")

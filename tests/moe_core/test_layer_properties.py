@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moe_core import ROUTERS, MoEConfig, MoELayer
-from moe_core.routers.base import topk_gates
+from moe_core.layer.routers.base import topk_gates
 
 
 @st.composite
@@ -199,7 +199,7 @@ def test_losses_that_apply_per_router():
 
 def test_experts_accept_an_expanded_gradient():
     # grouped_mm's CPU backward rejects stride-0 gradients; .sum().backward() sends exactly that
-    from moe_core.experts import SwiGLUExperts
+    from moe_core.layer.experts import SwiGLUExperts
 
     experts = SwiGLUExperts(4, 16, 8)
     x = torch.randn(10, 16, requires_grad=True)
@@ -209,7 +209,7 @@ def test_experts_accept_an_expanded_gradient():
 
 @pytest.mark.parametrize("shape", [(7, 10), (3, 5, 8)])
 def test_swiglu_activation_gradients(shape):
-    from moe_core.experts import swiglu
+    from moe_core.layer.experts import swiglu
 
     h = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(swiglu, (h,))

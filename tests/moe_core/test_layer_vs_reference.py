@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer, dispatch, native
-from moe_core.reference import naive_moe
+from moe_core import MoEConfig, MoELayer
+from moe_core.accelerator import dispatch
+from moe_core.accelerator import kernels as native
+from moe_core.layer.reference import naive_moe
 
 TOL = 1e-5
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_core import metrics
-from moe_core.config import MoEConfig
-from moe_core.layer import MoELayer
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer
+from moe_core.layer import metrics
+from moe_core.layer.config import MoEConfig
+from moe_core.layer.moe_layer import MoELayer
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer
 
 
 def slow_left_behind(dropped: torch.Tensor, selected: torch.Tensor) -> int:

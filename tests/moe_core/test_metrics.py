@@ -1,4 +1,4 @@
-"""Tests for moe_core.metrics. Expected values come from the routing reference §16 or are derived by hand
+"""Tests for moe_core.layer.metrics. Expected values come from the routing reference §16 or are derived by hand
 (the arithmetic is written next to each) or from a naive independent computation."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moe_core.config import MoEConfig
-from moe_core.metrics import (
+from moe_core.layer.config import MoEConfig
+from moe_core.layer.metrics import (
     co_activation,
     cv_squared,
     dropped_fraction,

@@ -1,10 +1,10 @@
-"""moe_core.model_memory: total and active parameters of real MoE models from their published configs."""
+"""moe_core.real_models.model_memory: total and active parameters of real MoE models from their published configs."""
 
 from __future__ import annotations
 
 import pytest
 
-from moe_core.model_memory import (
+from moe_core.real_models.model_memory import (
     MODEL_BY_NAME,
     MODELS,
     Attention,

@@ -1,4 +1,5 @@
-"""The C kernels (moe_core/native): the fused softmax top-k router against the torch ops it replaces, values,
+"""The C kernels (moe_core/accelerator/native): the fused softmax top-k router against the torch ops it replaces,
+values,
 gradients and the sort by expert; ties, NaNs and k up to MAX_FUSED_K; and how the library is built, cached,
 refused and turned off."""
 
@@ -10,10 +11,10 @@ import platform
 import pytest
 import torch
 
-import moe_core.native as native
+import moe_core.accelerator.kernels as native
 from moe_core import MoEConfig, MoELayer
-from moe_core.routers.base import balance_losses, softmax_with_z, topk_gates
-from moe_core.routers.fused import MAX_FUSED_K, fused_available, fused_softmax_topk
+from moe_core.layer.routers.base import balance_losses, softmax_with_z, topk_gates
+from moe_core.layer.routers.fused import MAX_FUSED_K, fused_available, fused_softmax_topk
 
 NEEDS_COMPILER = pytest.mark.skipif(
     native._compiler() is None,

@@ -9,9 +9,11 @@ import math
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer, dispatch, native
-from moe_core.config import ROUTERS
-from moe_core.reference import naive_moe
+from moe_core import MoEConfig, MoELayer
+from moe_core.accelerator import dispatch
+from moe_core.accelerator import kernels as native
+from moe_core.layer.config import ROUTERS
+from moe_core.layer.reference import naive_moe
 
 PATHS = ["C kernels", "C kernels, torch matmuls", "torch ops"]
 TOL = 1e-7  # float64; a tie broken the other way moves outputs by ~0.1

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moe_core import MoEConfig, MoELayer, native
-from moe_core.reference import naive_moe
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer
+from moe_core import MoEConfig, MoELayer
+from moe_core.accelerator import kernels as native
+from moe_core.layer.reference import naive_moe
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer
 
 
 def _layer(router_dtype: str, seed: int = 0, **changes) -> MoELayer:

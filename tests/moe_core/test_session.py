@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moe_core.session import TIMELINE_MAX, PlaygroundSession
-from moe_core.settings import PlaygroundSettings
+from moe_core.training.session import TIMELINE_MAX, PlaygroundSession
+from moe_core.training.settings import PlaygroundSettings
 
 SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moe_core.settings import CONTROL_BY_URL, CONTROLS, PlaygroundSettings
+from moe_core.training.settings import CONTROL_BY_URL, CONTROLS, PlaygroundSettings
 
 
 def test_defaults_make_an_empty_url():

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from moe_core.figures.routing_map import map_scores
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer
 
 
 def _trainer(**settings) -> Trainer:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from moe_core import metrics
-from moe_core.lesson_checks import ownership
-from moe_core.settings import PlaygroundSettings
-from moe_core.snapshot import group_counts
-from moe_core.trainer import Trainer
+from moe_core.layer import metrics
+from moe_core.lessons.checks import ownership
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.snapshot import group_counts
+from moe_core.training.trainer import Trainer
 
 
 def _trained(steps: int, **settings) -> Trainer:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from moe_core.settings import PlaygroundSettings
-from moe_core.step_cost import SLOW_STEP_MS, estimate_step_ms, matmul_flops_per_second, slow_step_warning
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.step_cost import SLOW_STEP_MS, estimate_step_ms, matmul_flops_per_second, slow_step_warning
 
 RATE = 1.4e11  # a fixed matmul rate (FLOP/s), as measured on a 2-core CI machine, so the tests do not time anything
 OVERSIZE = dict(n_experts=64, top_k=64, batch_size=1024, expert_hidden=256, n_layers=4)  # issue #13's URL

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from moe_core.config import MoEConfig
-from moe_core.datasets import DataConfig
-from moe_core.models import ModelConfig, TinyMoELM
-from moe_core.trainer import TrainConfig, Trainer, resolve_device
+from moe_core.layer.config import MoEConfig
+from moe_core.training.datasets import DataConfig
+from moe_core.training.models import ModelConfig, TinyMoELM
+from moe_core.training.trainer import TrainConfig, Trainer, resolve_device
 
 SMALL = ModelConfig(MoEConfig(d_model=16, n_experts=4, top_k=2, expert_hidden=16, capacity_factor=1.0))
 DATA = DataConfig(dataset="moons", n_samples=400)
@@ -201,7 +201,7 @@ def test_snapshot_routing_map_agrees_with_the_router():
 def test_step_metrics_match_the_metrics_functions(router, capacity_factor, n_layers):
     """The record's routing numbers (one device read-back, counts turned into metrics in Python) equal the
     metrics module's functions on the step's RoutingInfo."""
-    from moe_core import metrics
+    from moe_core.layer import metrics
 
     model = ModelConfig(MoEConfig(n_experts=6, top_k=1 if router == "switch" else 2, router=router,
                                   capacity_factor=capacity_factor,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from moe_core.cli import main
+from moe_core.cli.main import main
 from moe_core.real_models import FAMILIES
 from moe_core.real_models.tiny import TINY_EXPERTS, TINY_TOP_K
 

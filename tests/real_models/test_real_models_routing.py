@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from moe_core import metrics
+from moe_core.layer import metrics
 from moe_core.real_models import FAMILIES, load_model, loaded_models, loading, route_text, specialisation, summary
 from moe_core.real_models.tiny import TINY_EXPERTS, TINY_TOP_K
 

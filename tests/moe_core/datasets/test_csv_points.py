@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moe_core.datasets import CSVError, CSVProblem, PointDataset, parse_points_csv
-from moe_core.datasets.csv_points import MAX_PROBLEMS
+from moe_core.training.datasets import CSVError, CSVProblem, PointDataset, parse_points_csv
+from moe_core.training.datasets.csv_points import MAX_PROBLEMS
 
 
 def make_csv(rows, header="x,y,label", newline="\n"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from moe_core.datasets import (
+from moe_core.training.datasets import (
     DATASETS,
     PLOT_RANGE,
     TASKS,
@@ -12,7 +12,7 @@ from moe_core.datasets import (
     PointDataset,
     make_dataset,
 )
-from moe_core.datasets.points import spiral_angle
+from moe_core.training.datasets.points import spiral_angle
 
 POINT_SETS = [n for n, info in DATASETS.items() if info.task == "classification"]
 ALL_POINT_SETS = [n for n, info in DATASETS.items() if info.task != "language"]

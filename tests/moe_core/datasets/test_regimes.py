@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from moe_core.datasets import DataConfig, PointDataset, make_dataset
+from moe_core.training.datasets import DataConfig, PointDataset, make_dataset
 
 INTERVALS = [(-1.0, -0.5), (-0.5, 0.0), (0.0, 0.5), (0.5, 1.0)]  # regime r of "regimes", from the docs
 

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from moe_core.datasets import DOMAINS, VOCAB, make_token_stream, probe_text
-from moe_core.datasets.tokens import ALPHABETS, decode, encode, lexicon
+from moe_core.training.datasets import DOMAINS, VOCAB, make_token_stream, probe_text
+from moe_core.training.datasets.tokens import ALPHABETS, decode, encode, lexicon
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 
-from moe_core.snapshot import LayerView, Snapshot
+from moe_core.training.snapshot import LayerView, Snapshot
 
 PROBE_TEXT = "a<b & c\n> d\te"
 

@@ -7,11 +7,11 @@ import pytest
 from figtools import assert_valid, crafted_snapshot
 
 from moe_core import figures as F
-from moe_core.config import MoEConfig
-from moe_core.datasets import DataConfig
 from moe_core.figures.palette import SUBTITLE_CHARS, TITLE_CHARS, visible_length
-from moe_core.models import ModelConfig
-from moe_core.trainer import TrainConfig, Trainer
+from moe_core.layer.config import MoEConfig
+from moe_core.training.datasets import DataConfig
+from moe_core.training.models import ModelConfig
+from moe_core.training.trainer import TrainConfig, Trainer
 
 SNAPSHOT_BUILDERS = [F.expert_load, F.capacity_buffers, F.router_probabilities, F.specialization, F.co_activation,
                      F.sparsity_cost, F.top_tokens_figure]
@@ -93,5 +93,5 @@ def test_builders_stay_pure():
 
     for path in Path(moe_core.figures.__file__).parent.glob("*.py"):
         source = path.read_text()
-        for banned in ("import streamlit", "from streamlit", "moe_core.trainer", "import torch"):
+        for banned in ("import streamlit", "from streamlit", "moe_core.training.trainer", "import torch"):
             assert banned not in source, f"{path.name} uses {banned!r}"

@@ -1,4 +1,4 @@
-"""The memory-vs-compute view: one pair of bars per real model, from moe_core.model_memory."""
+"""The memory-vs-compute view: one pair of bars per real model, from moe_core.real_models.model_memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from figtools import all_text, assert_valid
 
 from moe_core.figures import model_memory
 from moe_core.figures.cost import DENSE_COLOR, MOE_COLOR
-from moe_core.model_memory import MODELS, memory_table
+from moe_core.real_models.model_memory import MODELS, memory_table
 
 
 def test_bars_are_the_table():

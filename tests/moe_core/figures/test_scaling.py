@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from figtools import HALF_WIDTH_PX, assert_panel_titles_fit
 
-from moe_core.ep_traffic import implied_traffic
 from moe_core.figures import scaling_out
-from moe_core.settings import PlaygroundSettings
-from moe_core.trainer import Trainer
+from moe_core.scale_out.ep_traffic import implied_traffic
+from moe_core.training.settings import PlaygroundSettings
+from moe_core.training.trainer import Trainer
 
 
 def _snap(**settings):

@@ -1,0 +1,1 @@
+"""The `moe-playground` command line (`python -m moe_core`)."""

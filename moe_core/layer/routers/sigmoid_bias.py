@@ -1,0 +1,66 @@
+"""DeepSeek-V3 routing (arXiv:2412.19437) with auxiliary-loss-free balancing (Wang et al. 2024,
+arXiv:2408.15664).
+
+    s = sigmoid(x W_r)                            (T, E) independent per-expert scores
+    i = top-k(s + b)                              the bias b is used ONLY to choose experts
+    w = s_i / sum over the k of s      if normalize_topk and k > 1 (V3 always does this for sigmoid)
+    w = s_i                            if normalize_topk and k = 1 (renormalizing would give w = 1 and
+                                       leave the router without a gradient; Megatron does the same)
+    w = s'_i = s_i / sum over all E    if not normalize_topk (like un-renormalized softmax weights;
+                                       the raw sigmoids of k experts could sum to k)
+    weights always come from the UNBIASED scores
+    after each optimizer step:  b += u * sign(mean(c) - c)     c = tokens per expert over that step
+
+b is a buffer: it gets no gradient. Counts are accumulated over every training forward of a step
+(grad enabled) and applied by update_bias(), which the trainer calls once per optimizer step.
+The optional balancing loss (aux_loss_coef) uses the sum-normalized scores s' = s / sum(s), like V3's
+sequence-wise loss; router_probs shows s'.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from moe_core.layer.metrics import z_loss
+from moe_core.layer.routers.base import Router, RouterOutput, balance_losses, fast_topk
+
+
+class SigmoidBiasRouter(Router):
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("bias", torch.zeros(config.n_experts))  # (E,) float32, no gradient
+        self.register_buffer("pending_counts", torch.zeros(config.n_experts))  # (E,) since last update
+
+    def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
+        cfg = self.config
+        logits = self.linear(self.jittered(x, noise))  # (T, E)
+        scores = torch.sigmoid(logits)  # (T, E)
+        index = fast_topk(scores.detach() + self.bias, cfg.top_k)[1]  # (T, k)
+        probs = scores / scores.sum(dim=-1, keepdim=True)  # (T, E) s'
+        if not cfg.normalize_topk:
+            gates = torch.gather(probs, 1, index)  # (T, k)
+        else:
+            gates = torch.gather(scores, 1, index)  # (T, k)
+            if cfg.top_k > 1:
+                gates = gates / gates.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+        z = z_loss(logits if cfg.z_loss_coef > 0 else logits.detach())  # 0, not a NaN mean, for no tokens
+        losses, counts = balance_losses(z, probs, index, cfg.n_experts)
+        if self.training and torch.is_grad_enabled():
+            self.pending_counts += counts
+        return RouterOutput(
+            logits=logits,
+            probs=probs,
+            expert_index=index,
+            gates=gates,
+            priority=torch.gather(scores, 1, index).detach(),
+            losses=losses,
+            counts=counts,
+        )
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        """b += u * sign(mean(c) - c) from the counts since the last call; then reset the counts."""
+        c = self.pending_counts
+        if c.sum() > 0:
+            self.bias += self.config.bias_update_rate * torch.sign(c.mean() - c)
+        c.zero_()
