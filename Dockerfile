@@ -43,7 +43,7 @@ USER app
 
 # Build the C kernels now, into the app user's ~/.cache/moe-playground, so that no student's first training
 # step waits for the compiler (a few seconds on two cores). They pick AVX-512, AVX2 or baseline code when loaded.
-RUN python -c "from moe_core import native; assert native.kernels() is not None, 'the C kernels did not build'"
+RUN python -c "from moe_core.accelerator import kernels; assert kernels.kernels() is not None, 'the C kernels did not build'"
 
 EXPOSE 8501
 

@@ -6,7 +6,7 @@ import streamlit as st
 from moe_ui import state
 from moe_ui.controls import ROUTER_LABELS
 
-from moe_core.layer import capacity, metrics, routers
+from moe_core.layer import capacity, experts, metrics, moe_layer, routers
 from moe_core.layer.routers import base as router_base
 from moe_core.lessons.lesson_files import load_glossary
 
@@ -14,8 +14,14 @@ state.present_css()
 st.title("Reference")
 st.caption("The formulas below are the docstrings of the code the app runs, so they cannot drift from it.")
 
-tab_routers, tab_losses, tab_capacity, tab_glossary = st.tabs(["Routers", "Losses and metrics", "Capacity",
-                                                               "Glossary"])
+tab_layer, tab_routers, tab_losses, tab_capacity, tab_glossary = st.tabs(
+    ["The layer", "Routers", "Losses and metrics", "Capacity", "Glossary"])
+with tab_layer:
+    st.code(inspect.getdoc(moe_layer), language=None, wrap_lines=True)
+    st.code(inspect.getsource(moe_layer.MoELayer.route_and_mix), language="python")
+    st.caption("Step 2, `capacity.assign_slots`, and step 4, the experts (`experts.SwiGLUExperts.forward`):")
+    st.code(inspect.getsource(capacity.assign_slots), language="python")
+    st.code(inspect.getsource(experts.SwiGLUExperts.forward), language="python")
 with tab_routers:
     for name, cls in routers.ROUTER_CLASSES.items():
         with st.expander(ROUTER_LABELS[name], icon=":material/alt_route:"):
@@ -23,10 +29,8 @@ with tab_routers:
             if st.toggle("Show the code", key=f"ref_code_{name}"):
                 source = inspect.getsource(cls)
                 st.code(source, language="python")
-                if "softmax_topk(" in source:  # the shared steps, as torch ops (the spec of the C kernel)
-                    st.caption("`softmax_topk`, shared with the other softmax routers. On a CPU the same steps "
-                               "run in C (`moe_core/accelerator/native/route.c`), and with this router the whole layer "
-                               "around them is one C call each way (`layer.c`), both tested against this code.")
+                if "softmax_topk(" in source:  # the steps this router shares with the other softmax routers
+                    st.caption("`softmax_topk`, shared with the other softmax routers:")
                     st.code(inspect.getsource(router_base.softmax_topk), language="python")
 
 with tab_losses:

@@ -1,38 +1,16 @@
-"""The softmax top-k MoE layer as one autograd Function over one C call each way (moe_core/accelerator/native/layer.c).
+"""The softmax top-k MoE layer as one autograd Function over one C call each way (native/layer.c).
 
-MoELayer is a composition: the router's linear map, routers/fused.py's softmax top-k, capacity.assign_slots,
-dispatch.py's experts, and the weighted aux loss, each a module or a function with its own tensors and
-autograd node. That composition is what the tests check against the per-token reference, and what runs on
-GPUs, in bf16 and for every router. On a CPU, for the routers whose decision is "softmax, then top-k"
-(softmax_topk and switch), with position priority (or no capacity), the same computation runs here as one
-call: at the Playground's sizes (256 tokens, 8 experts) the composition spent more time dispatching its ~40
-small ops and 4 autograd nodes than doing arithmetic (benchmarks/README.md, "Training speed").
-
-The results agree with the composition to float rounding (another summation order; fused multiply-adds in
-the matmuls): tests/moe_core/test_fused_layer.py compares values and gradients, with and without drops,
-jitter, top-1 and shared experts, and runs gradcheck in float64.
+Forward: router matmul, softmax, top-k, renormalization, balance and z losses, capacity (position priority),
+gather, SwiGLU experts, gated scatter and the weighted aux loss; backward: all of their gradients, written by hand.
+Results agree with MoELayer.route_and_mix to float rounding (another summation order; fused multiply-adds).
 """
 
 from __future__ import annotations
-
-import ctypes
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from moe_core.accelerator import kernels as native
-from moe_core.accelerator.dispatch import experts_fit_c_matmul
-from moe_core.layer.routers.fused import MAX_FUSED_K
-
-
-def fused_layer_kernels(x: torch.Tensor, xr: torch.Tensor, w_router: torch.Tensor, w_in: torch.Tensor,
-                        w_out: torch.Tensor, k: int) -> ctypes.CDLL | None:
-    """The C kernels if this layer call fits them: 2-D contiguous CPU float32/float64 inputs of one dtype,
-    at least one token, k <= MAX_FUSED_K, experts small enough for the C matmul and the matmul built for this
-    CPU's vector units. Else None."""
-    if k > MAX_FUSED_K or x.dim() != 2 or x.shape[0] == 0 or not experts_fit_c_matmul(w_in):
-        return None
-    return native.for_tensors(x, xr, w_router, w_in, w_out, matmul=True)
 
 
 class FusedMoE(torch.autograd.Function):

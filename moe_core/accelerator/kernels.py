@@ -1,22 +1,18 @@
-"""Small C kernels for the CPU, compiled on first use with the system's C compiler and called through ctypes.
+"""The accelerator's C kernels, compiled on first use with the system's C compiler and called through ctypes.
 
-Why: at the Playground's sizes (256 tokens, 8 experts) an MoE layer written as tensor ops is ~60 small ops and
-several autograd nodes each way, and each op costs more in dispatch (~5 us) than in arithmetic; at bench sizes
-(4096 tokens) the experts' elementwise steps are passes over arrays bigger than the cache.
-  route.c    the softmax top-k router, its losses and the sort by expert, one call each way (routers/fused.py)
-  swiglu.c   the experts' SwiGLU activation in one pass each way (experts.py)
-  rows.c     the token rows to and from the experts, the gate multiply and its gradient folded in (dispatch.py)
-  experts.c  a small matmul, and the whole expert step (gather, matmuls, activation, gated scatter) per call
-             (dispatch.NativeExperts)
-  layer.c    the whole softmax top-k layer: router matmul, routing, capacity, experts (fused_layer.py)
+  layer.c    the whole softmax top-k layer, forward and backward (fused_layer.py calls it); it uses:
+  route.c    softmax, top-k, renormalization, the balance and z losses, and the sort of the pairs by expert
+  experts.c  a small matmul, and the expert step (gather, matmuls, activation, gated scatter)
+  swiglu.c   the SwiGLU activation in one pass each way
+  rows.c     token rows to and from the experts, with the gate multiply and its gradient folded in
 kernels.h declares what one file calls from another; vector_math.h holds the vectorizable exp and HOT (one build
 per x86 vector width, picked at load time).
 
-Nothing here is required. Without a C compiler (or with MOE_PLAYGROUND_NATIVE=0) `kernels()` returns None and
-the layer runs torch ops instead; both paths are tested against the same per-token reference.
-The library is built once per source version and compiler into a cache folder (MOE_PLAYGROUND_CACHE, else
-$XDG_CACHE_HOME/moe-playground, else ~/.cache/moe-playground), written to a temporary name and renamed into
-place, so that several server processes starting together never load a half-written file.
+Nothing here is required: without a C compiler, or with MOE_PLAYGROUND_NATIVE=0, `kernels()` returns None and
+MoELayer runs its readable torch code. The library is built once per source version and compiler into a cache
+folder (MOE_PLAYGROUND_CACHE, else $XDG_CACHE_HOME/moe-playground, else ~/.cache/moe-playground), written to a
+temporary name and renamed into place, so that several server processes starting together never load a
+half-written file.
 """
 
 from __future__ import annotations
@@ -126,30 +122,6 @@ def _load(path: Path) -> ctypes.CDLL:
             raise RuntimeError(f"{path}: {name}() is {getattr(lib, name)()}, expected {version}")
     p, i64, c_int, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix in ("f32", "f64"):
-        fwd = getattr(lib, f"moe_route_forward_{suffix}")
-        fwd.argtypes = [p, i64, i64, i64, c_int, p, p, p, p, p, p, p, p, p, p, p]
-        fwd.restype = c_int
-        bwd = getattr(lib, f"moe_route_backward_{suffix}")
-        bwd.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, c_int, dbl, dbl, p]
-        bwd.restype = c_int
-        getattr(lib, f"moe_swiglu_forward_{suffix}").argtypes = [p, i64, i64, p]  # h, R, H, act
-        getattr(lib, f"moe_swiglu_backward_{suffix}").argtypes = [p, p, i64, i64, p]  # da, h, R, H, dh
-        getattr(lib, f"moe_gather_rows_{suffix}").argtypes = [p, p, i64, i64, p]  # src, idx, n, d, out
-        # rows, scale, idx, n, d, accumulate, out
-        getattr(lib, f"moe_scatter_rows_{suffix}").argtypes = [p, p, p, i64, i64, c_int, p]
-        # dy, idx, n, d, rows, scale, out, d_scale
-        getattr(lib, f"moe_gather_rows_grad_{suffix}").argtypes = [p, p, i64, i64, p, p, p, p]
-        # M, N, K, a, a_row, a_col, b, ldb, c, ldc, accumulate
-        getattr(lib, f"moe_gemm_{suffix}").argtypes = [i64, i64, i64, p, i64, i64, p, i64, p, i64, c_int]
-        experts_fwd = getattr(lib, f"moe_experts_forward_{suffix}")
-        # x, T, d, h, E, counts, token_order, gates, w_in, w_out, accumulate, y, xs, hs, acts, ys
-        experts_fwd.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, c_int, p, p, p, p, p]
-        experts_fwd.restype = c_int
-        experts_bwd = getattr(lib, f"moe_experts_backward_{suffix}")
-        # dy, T, d, h, E, counts, token_order, gates, w_in, w_out, accumulate, xs, hs, acts, ys, dx, d_gates,
-        # dw_in, dw_out
-        experts_bwd.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, c_int, p, p, p, p, p, p, p, p]
-        experts_bwd.restype = c_int
         layer_fwd = getattr(lib, f"moe_layer_forward_{suffix}")
         # x, xr, T, d, h, E, k, normalize, capacity, unit_gates, w_router, w_in, w_out, aux_coef, z_coef, then 21
         # output arrays (y ... ys)
@@ -160,8 +132,6 @@ def _load(path: Path) -> ctypes.CDLL:
         # gates_kept), xs, hs, acts, ys, dx, dxr, dw_router, dw_in, dw_out
         layer_bwd.argtypes = [p, dbl, dbl, p, i64, i64, i64, i64, i64, c_int, i64, c_int] + [p] * 21
         layer_bwd.restype = c_int
-        for name in ("swiglu_forward", "swiglu_backward", "gather_rows", "scatter_rows", "gather_rows_grad", "gemm"):
-            getattr(lib, f"moe_{name}_{suffix}").restype = None
     return lib
 
 
@@ -185,22 +155,15 @@ def _kernels() -> ctypes.CDLL | None:
     return None
 
 
-def for_tensors(t: torch.Tensor, *others: torch.Tensor | None, index: torch.Tensor | None = None,
-                matmul: bool = False):
-    """The kernels, if they are built and fit these tensors: t and the others contiguous CPU float32/float64
-    of one dtype, index (if given) contiguous int64; with matmul, only where the C matmul is built for the
-    CPU's vector units (moe_gemm_vectorized). Else None, and the caller runs torch ops."""
+def for_tensors(t: torch.Tensor, *others: torch.Tensor) -> ctypes.CDLL | None:
+    """The kernels, if they are built, fit these tensors (t and the others contiguous CPU float32/float64 of one
+    dtype) and the C matmul is built for this CPU's vector units (moe_gemm_vectorized). Else None."""
     if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or not t.is_contiguous():
         return None
-    for o in others:
-        if o is not None and (o.dtype != t.dtype or o.device != t.device or not o.is_contiguous()):
-            return None
-    if index is not None and (index.dtype != torch.long or not index.is_contiguous()):
+    if any(o.dtype != t.dtype or o.device != t.device or not o.is_contiguous() for o in others):
         return None
     lib = kernels()
-    if matmul and lib is not None and not _gemm_vectorized(lib):
-        return None
-    return lib
+    return lib if lib is not None and _gemm_vectorized(lib) else None
 
 
 @cache

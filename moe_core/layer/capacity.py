@@ -34,35 +34,16 @@ def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: 
 
 @dataclass
 class SlotAssignment:
-    """Where every (token, slot) pair lands, and the kept pairs in expert order (ready for dispatch).
+    """Which (token, slot) pairs keep their slot, and the kept pairs grouped by expert (ready for dispatch).
 
     Pairs are numbered slot-major, n = j*T + t (slot j of token t), which is the GShard priority order.
     """
 
-    kept: torch.Tensor  # (T, K) bool: selected and position < C
+    kept: torch.Tensor  # (T, K) bool: selected and within its expert's capacity
     tokens_per_expert: torch.Tensor  # (E,) long: selected slots per expert, before drops
-    kept_per_expert: torch.Tensor  # (E,) long
-    kept_pairs: torch.Tensor  # (N_kept,) long: pair ids n of the kept pairs, grouped by expert
-    token_order: torch.Tensor  # (N_kept,) long: token of each kept pair (= kept_pairs mod T)
-    pair_order: torch.Tensor  # (T*K,) every pair id grouped by expert, by priority within an expert
-    sorted_experts: torch.Tensor  # (T*K,) the expert of each pair in pair_order (E for unselected)
-    kept_gates: torch.Tensor | None = None  # (N_kept,) the gate of each kept pair, when the sort came with them
-
-    @property
-    def slot_order(self) -> torch.Tensor:
-        """(N_kept,) which of its token's K slots each kept pair is."""
-        return self.kept_pairs // self.kept.shape[0]
-
-    @property
-    def position(self) -> torch.Tensor:
-        """(T, K) long: each pair's position in its expert's queue under the priority order (0 = first)."""
-        T, K = self.kept.shape
-        counts = torch.bincount(self.sorted_experts, minlength=self.tokens_per_expert.shape[0] + 1)
-        starts = torch.cumsum(counts, 0) - counts
-        pos_sorted = torch.arange(T * K, device=self.kept.device) - starts[self.sorted_experts]
-        flat = torch.empty_like(pos_sorted)
-        flat[self.pair_order] = pos_sorted
-        return flat.view(K, T).t()
+    kept_per_expert: torch.Tensor  # (E,) long: after drops
+    kept_pairs: torch.Tensor  # (N,) long: pair ids n of the kept pairs, grouped by expert, by priority within one
+    token_order: torch.Tensor  # (N,) long: the token of each kept pair (= kept_pairs mod T)
 
 
 def assign_slots(
@@ -71,46 +52,28 @@ def assign_slots(
     capacity: int | None,
     selected: torch.Tensor | None = None,  # (T, K) bool; None = every slot is a real choice
     priority: torch.Tensor | None = None,  # (T, K) float: higher keeps first; None = position order
-    counts: torch.Tensor | None = None,  # (E,) bincount of expert_index, if the caller has it already
-    presorted: tuple[torch.Tensor, ...] | None = None,  # (pair_order, token_order, sorted_experts, gates) of
-    # the stable sort below, if the router's C kernel did it already (used for dropless token choice only)
 ) -> SlotAssignment:
-    """Vectorized capacity assignment: one stable sort of the T*K pairs by expert, no loop over tokens."""
+    """One stable sort of the T*K pairs by expert (no loop over tokens); each expert keeps its first C pairs."""
     T, K = expert_index.shape
-    device = expert_index.device
-    if selected is None and priority is None and capacity is None:  # dropless token choice: the fast path
-        if presorted is not None:
-            pair_order, token_order, sorted_experts, kept_gates = presorted
-        else:
-            sorted_experts, pair_order = torch.sort(expert_index.t().reshape(-1), stable=True)  # slot-major
-            token_order, kept_gates = (pair_order % T if K > 1 else pair_order), None
-        tokens = counts if counts is not None else torch.bincount(expert_index.reshape(-1), minlength=n_experts)
-        return SlotAssignment(
-            kept=torch.ones(T, K, dtype=torch.bool, device=device), tokens_per_expert=tokens,
-            kept_per_expert=tokens, kept_pairs=pair_order, token_order=token_order,
-            pair_order=pair_order, sorted_experts=sorted_experts, kept_gates=kept_gates,
-        )
     experts_flat = expert_index.t().reshape(-1)  # (K*T,) slot-major: all 1st choices, then all 2nd ...
-    if selected is not None:  # unselected pairs go to a virtual expert E, sorted last and never counted
-        sel_flat = selected.t().reshape(-1)  # (K*T,)
-        experts_flat = torch.where(sel_flat, experts_flat, torch.full_like(experts_flat, n_experts))
-    if priority is None:
-        sorted_experts, pair_order = torch.sort(experts_flat, stable=True)
-    else:
+    if selected is not None:  # unselected pairs go to a virtual expert E, sorted last and never kept
+        experts_flat = torch.where(selected.t().reshape(-1), experts_flat, n_experts)
+    if priority is None:  # position order: the pair numbering itself
+        sorted_experts, pair_order = torch.sort(experts_flat, stable=True)  # (K*T,) each
+    else:  # higher priority first, ties by position
         order = torch.sort(-priority.t().reshape(-1).detach(), stable=True).indices  # (K*T,)
         sorted_experts, perm = torch.sort(experts_flat[order], stable=True)
         pair_order = order[perm]
-    all_counts = torch.bincount(experts_flat, minlength=n_experts + 1)  # (E+1,)
-    tokens_per_expert = all_counts[:n_experts]
-    keep_sorted = sorted_experts < n_experts
-    if capacity is not None:
-        starts = torch.cumsum(all_counts, 0) - all_counts
-        keep_sorted &= torch.arange(K * T, device=device) - starts[sorted_experts] < capacity
-    kept_pairs = pair_order[keep_sorted]  # (N_kept,) still grouped by expert
-    kept_flat = torch.empty(K * T, dtype=torch.bool, device=device)
+    all_counts = torch.bincount(experts_flat, minlength=n_experts + 1)  # (E+1,) the last: unselected
+    tokens_per_expert = all_counts[:n_experts]  # (E,)
+    keep_sorted = sorted_experts < n_experts  # (K*T,)
+    if capacity is not None:  # a pair's place in its expert's queue must be < C
+        queue_start = torch.cumsum(all_counts, 0) - all_counts  # (E+1,)
+        place = torch.arange(K * T, device=expert_index.device) - queue_start[sorted_experts]
+        keep_sorted &= place < capacity
+    kept_pairs = pair_order[keep_sorted]  # (N,) still grouped by expert
+    kept_flat = torch.empty(K * T, dtype=torch.bool, device=expert_index.device)
     kept_flat[pair_order] = keep_sorted
     kept_per_expert = tokens_per_expert if capacity is None else tokens_per_expert.clamp(max=capacity)
-    return SlotAssignment(
-        kept=kept_flat.view(K, T).t(), tokens_per_expert=tokens_per_expert, kept_per_expert=kept_per_expert,
-        kept_pairs=kept_pairs, token_order=kept_pairs % T, pair_order=pair_order, sorted_experts=sorted_experts,
-    )
+    return SlotAssignment(kept=kept_flat.view(K, T).t(), tokens_per_expert=tokens_per_expert,
+                          kept_per_expert=kept_per_expert, kept_pairs=kept_pairs, token_order=kept_pairs % T)

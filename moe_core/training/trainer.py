@@ -242,12 +242,8 @@ class Trainer:
         z_mean = (z[0] if len(z) == 1 else sum(z) / len(z)).detach() if z else self._zero
         parts = [torch.stack([loss.detach(), task_loss.detach(), quality.float(), z_mean, grad_norm])]
         if infos:
-            sums = [i.router_entropy_sum for i in infos]  # the fused C layer sums it on the way
-            if all(s is not None for s in sums):
-                parts.append(sums[0][None] if len(sums) == 1 else torch.stack(sums).sum()[None])
-            else:
-                p = infos[0].router_probs if len(infos) == 1 else torch.cat([i.router_probs for i in infos])
-                parts.append(torch.special.entr(p).sum()[None])  # 0 ln 0 = 0; divided by the rows in _record
+            p = infos[0].router_probs if len(infos) == 1 else torch.cat([i.router_probs for i in infos])
+            parts.append(torch.special.entr(p).sum()[None])  # 0 ln 0 = 0; divided by the rows in _record
             for info in infos:
                 parts += [info.tokens_per_expert, info.kept_per_expert]
         return torch.cat(parts).tolist()  # cat promotes the counts to float

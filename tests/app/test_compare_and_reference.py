@@ -48,5 +48,17 @@ def test_reference_shows_the_shared_softmax_steps_with_a_router_s_code():
     assert not at.exception
     text = "\n".join(c.value for c in at.code)
     assert "class SoftmaxTopKRouter" in text and "def softmax_topk(" in text
-    assert "topk_gates(probs, k, normalize)" in text  # the torch ops a learner can read
-    assert any("route.c" in c.value for c in at.caption)
+    assert "stable_topk(probs, k)" in text  # the torch ops a learner can read
+
+
+def test_reference_prints_the_readable_layer_and_no_kernel():
+    """Issue #15: the page prints the algorithm the layer runs (router -> capacity -> gather -> experts -> scatter),
+    and nothing of the accelerator: no C file, no ctypes, no kernel."""
+    at = open_page("app_pages/reference.py")
+    assert not at.exception
+    text = "\n".join(c.value for c in at.code) + "\n".join(c.value for c in at.caption)
+    for step in ("def route_and_mix(", "assign_slots(", "self.experts(", "index_add(", "def assign_slots(",
+                 "def forward(self, x_sorted"):
+        assert step in text, step
+    for word in (".c`", "ctypes", "kernel", "native", "data_ptr"):
+        assert word not in text.replace("accelerator.forward", ""), word

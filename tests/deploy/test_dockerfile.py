@@ -114,7 +114,7 @@ def test_the_c_kernels_are_built_into_the_image_as_the_app_user(steps):
     ~/.cache/moe-playground is where moe_core.accelerator.kernels looks; the build must fail loudly if they do not
     build."""
     words = [w for w, _ in steps]
-    build = [i for i, (w, args) in enumerate(steps) if w == "RUN" and "native.kernels()" in args]
+    build = [i for i, (w, args) in enumerate(steps) if w == "RUN" and "kernels.kernels()" in args]
     assert len(build) == 1, "one RUN step builds the kernels"
     assert "assert" in steps[build[0]][1]
     user = max(i for i, w in enumerate(words) if w == "USER")

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moe_core import ROUTERS, MoEConfig, MoELayer
-from moe_core.layer.routers.base import topk_gates
+from moe_core.layer.routers.base import softmax_topk
 
 
 @st.composite
@@ -66,7 +66,8 @@ def test_routing_invariants(case):
 def test_topk_equivalence_vector():
     # §16: z = (2, 1, 0, -1), k = 2: softmax over {2, 1} = (0.731059, 0.268941)
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
-    weights, index = topk_gates(logits.softmax(-1), 2, normalize=True)
+    r = softmax_topk(logits, 2, normalize=True, z_coef=0.0)
+    weights, index = r.gates, r.index
     assert index.tolist() == [[0, 1]]
     torch.testing.assert_close(weights, torch.tensor([[0.731059, 0.268941]]), atol=1e-6, rtol=0)
     torch.testing.assert_close(weights, logits[:, :2].softmax(-1))

@@ -1,7 +1,7 @@
 """The vectorized MoELayer against the slow per-token reference: outputs, losses and gradients.
 
 Every router, with and without capacity limits, both overflow policies, with shared experts, in float64
-(exact comparisons) and float32 (the grouped-matmul path), with the training noise drawn once and handed
+(exact comparisons) and float32, with the training noise drawn once and handed
 to both implementations; each case on the three paths of the kernel_path fixture.
 """
 
@@ -11,24 +11,20 @@ import pytest
 import torch
 
 from moe_core import MoEConfig, MoELayer
-from moe_core.accelerator import dispatch
 from moe_core.accelerator import kernels as native
 from moe_core.layer.reference import naive_moe
 
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, params=["C kernels", "C kernels, torch matmuls", "torch ops"])
+@pytest.fixture(autouse=True, params=["accelerated", "readable"])
 def kernel_path(request, monkeypatch):
-    """Run every comparison on the three paths: the C kernels where they apply (the whole layer in one call for
-    softmax_topk and switch, fused_layer.py; the experts in C for the others, dispatch.NativeExperts); the C
-    router, activation and row moves around torch's matmuls (what runs when the experts are too big for the C
-    matmul, EXPERT_WEIGHTS_LIMIT); torch ops only (MOE_PLAYGROUND_NATIVE=0)."""
-    if request.param == "torch ops":
+    """Run every comparison on both paths: the accelerator where it applies (softmax_topk and switch: the whole
+    layer in one C call, with its C matmul whatever compiler built it), and the readable layer alone
+    (MOE_PLAYGROUND_NATIVE=0)."""
+    if request.param == "readable":
         monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
-    if request.param == "C kernels, torch matmuls":
-        monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 0)
-    if request.param == "C kernels":  # the C matmul too, whatever compiler built it (native._gemm_vectorized)
+    else:
         monkeypatch.setattr(native, "_gemm_vectorized", lambda lib: True)
     return request.param
 
@@ -118,8 +114,7 @@ def test_every_router_matches_reference_float64(case, capacity_factor, policy):
 
 
 @pytest.mark.parametrize("case", ROUTER_CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
-def test_every_router_matches_reference_float32_grouped_path(case):
-    # d and h multiples of 4 take torch's grouped_mm on the CPU; the float64 test takes the plain loop
+def test_every_router_matches_reference_float32(case):
     cfg = MoEConfig(d_model=16, n_experts=4, expert_hidden=8, capacity_factor=1.0, aux_loss_coef=0.1,
                     z_loss_coef=0.01, **case)
     _compare(cfg, torch.float32)

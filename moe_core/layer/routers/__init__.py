@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from moe_core.layer.config import MoEConfig
-from moe_core.layer.routers.base import RouterOutput
+from moe_core.layer.routers.base import LinearRouter, Router, RouterOutput
 from moe_core.layer.routers.dense import DenseRouter
 from moe_core.layer.routers.expert_choice import ExpertChoiceRouter
 from moe_core.layer.routers.gshard import GShardTop2Router
@@ -16,7 +14,7 @@ from moe_core.layer.routers.soft import SoftRouter
 from moe_core.layer.routers.softmax_topk import SoftmaxTopKRouter
 from moe_core.layer.routers.switch import SwitchRouter
 
-ROUTER_CLASSES: dict[str, type[nn.Module]] = {
+ROUTER_CLASSES: dict[str, type[Router]] = {
     "softmax_topk": SoftmaxTopKRouter,
     "gshard_top2": GShardTop2Router,
     "noisy_topk": NoisyTopKRouter,
@@ -29,8 +27,9 @@ ROUTER_CLASSES: dict[str, type[nn.Module]] = {
 }
 
 
-def build_router(config: MoEConfig) -> nn.Module:
+def build_router(config: MoEConfig) -> Router:
     return ROUTER_CLASSES[config.router](config)
 
 
-__all__ = ["ROUTER_CLASSES", "RouterOutput", "build_router", *[c.__name__ for c in ROUTER_CLASSES.values()]]
+__all__ = ["ROUTER_CLASSES", "LinearRouter", "Router", "RouterOutput", "build_router",
+           *[c.__name__ for c in ROUTER_CLASSES.values()]]

@@ -1,4 +1,4 @@
-"""What every router returns, and the pieces routers share (the router linear map, input jitter)."""
+"""What every router returns, and the pieces routers share (the router linear map, input jitter, top-k)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from torch import nn
 
 from moe_core.layer.config import MoEConfig
 from moe_core.layer.metrics import load_balancing_loss
-from moe_core.layer.routers.fused import fused_available, fused_softmax_topk
 
 
 def router_dtype(x: torch.Tensor) -> torch.dtype:
@@ -30,35 +29,38 @@ class RouterOutput:
     uses_capacity: bool = True  # whether the layer's capacity factor limits this router
     capacity: int | None = None  # slots per expert the router fixed itself (expert_choice, soft)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # auxiliary terms (see softmax_with_z)
-    counts: torch.Tensor | None = None  # (E,) selected slots per expert, if the router already counted them
-    presorted: tuple[torch.Tensor, ...] | None = None  # the pairs already sorted by expert, for assign_slots:
-    # (pair_order, token_order, sorted_experts, gates in pair_order (differentiable)); from the C router kernel
-    unit_gates: bool = False  # every gate is exactly 1 with no gradient (top-1 renormalized: p / p)
+    slot_mixing: tuple[torch.Tensor, torch.Tensor] | None = None  # Soft MoE only: (dispatch, combine), each
+    # (T, S): experts see mixtures of tokens instead of tokens (routers/soft.py)
 
 
 class Router(nn.Module):
-    """Base class: a float32 linear map x -> logits (selective precision, as in Switch and Mesh-TF).
+    """Base class of every router: forward(x (T, d), token_ids (T,) | None, noise | None) -> RouterOutput.
 
-    Subclasses implement forward(x (T, d), token_ids (T,) | None, noise | None) -> RouterOutput. `noise`
-    is the random draw the router would otherwise sample itself in training, so that tests can hand the
-    same draw to a slow reference.
+    `noise` is the random draw the router would otherwise sample itself in training, so that tests can hand the
+    same draw to a slow reference; `generator` is where it is drawn from (None: torch's global RNG).
     """
 
-    def __init__(self, config: MoEConfig, n_outputs: int | None = None, zero_init: bool = False):
+    generator: torch.Generator | None = None
+
+    def __init__(self, config: MoEConfig):
         super().__init__()
         self.config = config
-        self.weight = nn.Parameter(torch.empty(n_outputs or config.n_experts, config.d_model))  # (E, d)
+
+    def update_bias(self) -> None:
+        """Called once per optimizer step; only the auxiliary-loss-free router (sigmoid_bias) has a bias to move."""
+
+
+class LinearRouter(Router):
+    """A router that scores experts with a learned linear map W_r (E, d), in float32 (selective precision, as in
+    Switch and Mesh-TF), the ROUTER's copy of x optionally jittered (Switch)."""
+
+    def __init__(self, config: MoEConfig, zero_init: bool = False):
+        super().__init__(config)
+        self.weight = nn.Parameter(torch.empty(config.n_experts, config.d_model))  # (E, d)
         if zero_init:
             nn.init.zeros_(self.weight)
         else:  # small init: routing starts near uniform but not tied (flaxformer uses normal(0.02))
             nn.init.normal_(self.weight, std=0.02)
-
-    generator: torch.Generator | None = None  # where training noise is drawn from (None: torch's global RNG)
-
-    def softmax_topk_form(self) -> tuple[int, bool] | None:
-        """(k, normalize_topk) when this router decides by softmax(x_r W_r) then top-k, as softmax_topk() does:
-        then moe_core/accelerator/fused_layer.py can run the whole layer in one C call. None for every other router."""
-        return None
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x W_r^T in float32 (float64 for float64 input); in bfloat16 when config.router_dtype says so: the logits
@@ -85,47 +87,23 @@ def standard_normal(like: torch.Tensor, generator: torch.Generator | None) -> to
     return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
 
 
-def topk_gates(probs: torch.Tensor, k: int, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of a (T, E) distribution; with normalize the k weights are divided by their sum.
-
-    softmax -> top-k -> renormalize equals top-k on logits -> softmax over the k (Mixtral's reference form).
-    """
-    weights, index = fast_topk(probs, k)  # (T, k) each
-    if normalize:
-        weights = weights / weights.sum(dim=-1, keepdim=True)  # >= 1/E: the top-1 of a softmax
-    return weights, index
+def stable_topk(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest along the last dim, largest first, ties to the lower index (as the per-token reference
+    chooses). torch.topk leaves the order of ties unspecified, so this is a stable descending sort, cut at k."""
+    values, index = torch.sort(values, dim=-1, descending=True, stable=True)
+    return values[..., :k], index[..., :k]
 
 
 def softmax_with_z(logits: torch.Tensor, z_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(softmax(logits), router z-loss) from one logsumexp: p = exp(z - lse), L_z = mean(lse^2) (ST-MoE).
 
-    Cheaper than softmax + a second logsumexp on a CPU, where softmax over a few experts is slow. With
-    z_coef = 0 the z-loss is still reported (the curves show it) but kept out of the autograd graph.
+    With z_coef = 0 the z-loss is still reported (the curves show it) but kept out of the autograd graph.
     """
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (T, 1)
     probs = (logits - lse).exp()  # (T, E)
     lse_squared = (lse if z_coef > 0 else lse.detach()).squeeze(-1).square()  # (T,)
     z = lse_squared.sum() / max(logits.shape[0], 1)  # the mean over tokens, but 0 (not NaN) for no tokens
     return probs, z
-
-
-def stable_topk(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest along the last dim, largest first, ties to the lower index (as the C kernel and the reference
-    choose). torch.topk leaves the order of ties unspecified, so this is a stable descending sort, cut at k."""
-    values, index = torch.sort(values, dim=-1, descending=True, stable=True)
-    return values[..., :k], index[..., :k]
-
-
-def fast_topk(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """stable_topk for any k; for k <= 2 two max passes, 2-3x faster on a CPU (max returns the first of equal
-    maxima, so ties go to the lower index here too)."""
-    if k > 2:
-        return stable_topk(probs, k)
-    v1, i1 = probs.max(dim=-1, keepdim=True)  # (T, 1)
-    if k == 1:
-        return v1, i1
-    v2, i2 = probs.scatter(1, i1, float("-inf")).max(dim=-1, keepdim=True)
-    return torch.cat((v1, v2), dim=1), torch.cat((i1, i2), dim=1)
 
 
 @dataclass
@@ -136,33 +114,30 @@ class SoftmaxTopK:
     gates: torch.Tensor  # (T, k) differentiable
     index: torch.Tensor  # (T, k) long
     losses: dict[str, torch.Tensor]  # "load_balance", "z"
-    counts: torch.Tensor  # (E,) slots per expert
-    presorted: tuple[torch.Tensor, ...] | None  # see RouterOutput.presorted; None from the torch ops
 
 
 def softmax_topk(logits: torch.Tensor, k: int, normalize: bool, z_coef: float) -> SoftmaxTopK:
-    """One C call each way on a CPU when the kernel is built (routers/fused.py), else the torch ops below.
+    """p = softmax(logits); w, i = top-k(p); w /= sum(w) if normalize. Plus the Switch balance loss and the z-loss.
 
-    bfloat16 logits (router_dtype='bfloat16') run the torch ops in bfloat16: softmax, top-k, renormalization and
-    losses are rounded as in a router without selective precision. The results come back as float32 tensors
-    holding those bfloat16 values, so that everything downstream (dispatch, metrics, plots) is unchanged.
+    softmax -> top-k -> renormalize equals top-k on logits -> softmax over the k (Mixtral's form). bfloat16 logits
+    (router_dtype='bfloat16') are rounded as in a router without selective precision, and come back as float32
+    tensors holding those bfloat16 values, so that everything downstream (dispatch, metrics, plots) is unchanged.
     """
-    if fused_available(logits, k):
-        r = fused_softmax_topk(logits, k, normalize, z_grad=z_coef > 0)
-        return SoftmaxTopK(r.probs, r.gates, r.index, {"load_balance": r.load_balance, "z": r.z}, r.counts,
-                           (r.pair_order, r.token_order, r.sorted_experts, r.gates_sorted))
     probs, z = softmax_with_z(logits, z_coef)  # (T, E)
-    gates, index = topk_gates(probs, k, normalize)  # (T, k) each
-    losses, counts = balance_losses(z, probs, index, logits.shape[1])
+    gates, index = stable_topk(probs, k)  # (T, k) each
+    if normalize and k == 1:  # p / p = 1 exactly, with derivative 0: the task loss cannot train the router (the trap
+        gates = 1 + 0 * gates  # of lesson 2.4); written so, the router gets that exact zero, not rounding noise
+    elif normalize:
+        gates = gates / gates.sum(dim=-1, keepdim=True)  # >= 1/E: the top-1 of a softmax
+    losses = balance_losses(z, probs, index, logits.shape[1])
     if logits.dtype == torch.bfloat16:
         probs, gates = probs.float(), gates.float()
         losses = {name: loss.float() for name, loss in losses.items()}
-    return SoftmaxTopK(probs, gates, index, losses, counts, None)
+    return SoftmaxTopK(probs, gates, index, losses)
 
 
-def balance_losses(
-    z: torch.Tensor, probs: torch.Tensor, expert_index: torch.Tensor, n_experts: int
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The Switch/MegaBlocks load-balancing loss over the top-k slots, and the z-loss; plus the counts."""
-    counts = torch.bincount(expert_index.reshape(-1), minlength=n_experts)  # (E,) before drops
-    return {"load_balance": load_balancing_loss(probs, counts, expert_index.shape[1]), "z": z}, counts
+def balance_losses(z: torch.Tensor, probs: torch.Tensor, expert_index: torch.Tensor, n_experts: int
+                   ) -> dict[str, torch.Tensor]:
+    """The Switch/MegaBlocks load-balancing loss over the top-k slots, and the z-loss."""
+    counts = torch.bincount(expert_index.reshape(-1), minlength=n_experts)  # (E,) slots per expert
+    return {"load_balance": load_balancing_loss(probs, counts, expert_index.shape[1]), "z": z}

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from moe_core.layer.routers.base import Router, RouterOutput, softmax_with_z
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, softmax_with_z
 
 
-class DenseRouter(Router):
+class DenseRouter(LinearRouter):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         T, E = x.shape[0], self.config.n_experts
         logits = self.linear(self.jittered(x, noise))  # (T, E)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from moe_core.layer.capacity import expert_capacity
-from moe_core.layer.routers.base import Router, RouterOutput, softmax_with_z, stable_topk
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, softmax_with_z, stable_topk
 
 
-class ExpertChoiceRouter(Router):
+class ExpertChoiceRouter(LinearRouter):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         cfg = self.config
         T, E = x.shape[0], cfg.n_experts

@@ -23,7 +23,6 @@ Choices where the sources differ, and ours:
   stream, so a run would depend on how often the app redraws, and a point would route differently each time.
 - L_aux is Algorithm 1's (1/E) sum_e (c_e/S) m_e scaled by E^2, as Lingvo and Mesh-TF scale it: 1 at balance.
 normalize_topk and router_noise are not used (GShard normalizes always and has no jitter: its randomness is u).
-The C fast path (fused_layer.py) does not apply: softmax_topk_form() stays None.
 """
 
 from __future__ import annotations
@@ -31,16 +30,16 @@ from __future__ import annotations
 import torch
 
 from moe_core.layer.metrics import load_balancing_loss
-from moe_core.layer.routers.base import Router, RouterOutput, fast_topk, softmax_with_z
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, softmax_with_z, stable_topk
 
 
-class GShardTop2Router(Router):
+class GShardTop2Router(LinearRouter):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         """noise: the (T,) uniform draw u; drawn from self.generator in training when None."""
         cfg = self.config
         logits = self.linear(x)  # (T, E)
         probs, z = softmax_with_z(logits, cfg.z_loss_coef)  # (T, E)
-        top, index = fast_topk(probs, 2)  # (T, 2): p1 >= p2
+        top, index = stable_topk(probs, 2)  # (T, 2): p1 >= p2
         gates = top / top.sum(dim=-1, keepdim=True)  # (T, 2): g1, g2, differentiable
         selected = None  # eval: both experts
         if self.training:

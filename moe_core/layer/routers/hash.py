@@ -16,19 +16,17 @@ gradient, no balancing loss and no capacity: a hash table never drops a token.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from moe_core.layer.routers.base import RouterOutput, router_dtype
+from moe_core.layer.routers.base import Router, RouterOutput, router_dtype
 
 N_BUCKETS = 4096
 N_PROJECTIONS = 12  # 2**12 = N_BUCKETS sign patterns
 TABLE_SEED = 42  # ParlAI's HashLayerFFN seeds its table with random.seed(42)
 
 
-class HashRouter(nn.Module):
+class HashRouter(Router):
     def __init__(self, config):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         g = torch.Generator().manual_seed(TABLE_SEED)
         scores = torch.rand(N_BUCKETS, config.n_experts, generator=g)
         self.register_buffer("table", scores.argsort(dim=-1)[:, : config.top_k].contiguous())  # (B, k)

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_core.layer.metrics import cv_squared, z_loss
-from moe_core.layer.routers.base import Router, RouterOutput, stable_topk, standard_normal
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, stable_topk, standard_normal
 
 NOISE_EPSILON = 1e-2
 
 
-class NoisyTopKRouter(Router):
+class NoisyTopKRouter(LinearRouter):
     def __init__(self, config):
         super().__init__(config, zero_init=True)
         self.noise_weight = nn.Parameter(torch.zeros(config.n_experts, config.d_model))  # (E, d)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 
 from moe_core.layer.metrics import z_loss
-from moe_core.layer.routers.base import Router, RouterOutput, balance_losses, fast_topk
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, balance_losses, stable_topk
 
 
-class SigmoidBiasRouter(Router):
+class SigmoidBiasRouter(LinearRouter):
     def __init__(self, config):
         super().__init__(config)
         self.register_buffer("bias", torch.zeros(config.n_experts))  # (E,) float32, no gradient
@@ -35,7 +35,7 @@ class SigmoidBiasRouter(Router):
         cfg = self.config
         logits = self.linear(self.jittered(x, noise))  # (T, E)
         scores = torch.sigmoid(logits)  # (T, E)
-        index = fast_topk(scores.detach() + self.bias, cfg.top_k)[1]  # (T, k)
+        index = stable_topk(scores.detach() + self.bias, cfg.top_k)[1]  # (T, k)
         probs = scores / scores.sum(dim=-1, keepdim=True)  # (T, E) s'
         if not cfg.normalize_topk:
             gates = torch.gather(probs, 1, index)  # (T, k)
@@ -44,9 +44,9 @@ class SigmoidBiasRouter(Router):
             if cfg.top_k > 1:
                 gates = gates / gates.sum(dim=-1, keepdim=True).clamp_min(1e-20)
         z = z_loss(logits if cfg.z_loss_coef > 0 else logits.detach())  # 0, not a NaN mean, for no tokens
-        losses, counts = balance_losses(z, probs, index, cfg.n_experts)
+        losses = balance_losses(z, probs, index, cfg.n_experts)
         if self.training and torch.is_grad_enabled():
-            self.pending_counts += counts
+            self.pending_counts += torch.bincount(index.reshape(-1), minlength=cfg.n_experts)  # (E,)
         return RouterOutput(
             logits=logits,
             probs=probs,
@@ -54,7 +54,6 @@ class SigmoidBiasRouter(Router):
             gates=gates,
             priority=torch.gather(scores, 1, index).detach(),
             losses=losses,
-            counts=counts,
         )
 
     @torch.no_grad()

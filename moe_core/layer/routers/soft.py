@@ -16,15 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moe_core.layer.routers.base import RouterOutput, router_dtype, standard_normal
+from moe_core.layer.routers.base import Router, RouterOutput, router_dtype, standard_normal
 
 
-class SoftRouter(nn.Module):
-    generator: torch.Generator | None = None  # where training noise is drawn from (None: torch's global RNG)
-
+class SoftRouter(Router):
     def __init__(self, config):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         n_slots = config.n_experts * config.slots_per_expert
         self.slots = nn.Parameter(torch.randn(n_slots, config.d_model) / config.d_model**0.5)  # (S, d)
         self.scale = nn.Parameter(torch.ones(()))  # learned temperature, init 1 (vmoe)
@@ -38,23 +35,19 @@ class SoftRouter(nn.Module):
             logits = logits + self.config.router_noise * draw
         return logits
 
-    def mix(self, x: torch.Tensor, experts, noise: torch.Tensor | None = None):
-        """Run the whole Soft MoE layer: returns (y (T, d), RouterOutput)."""
-        cfg = self.config
-        T, E, p = x.shape[0], cfg.n_experts, cfg.slots_per_expert
+    def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
+        """The slot weights (dispatch, combine) for MoELayer, which runs the experts on the slots."""
+        T, E, p = x.shape[0], self.config.n_experts, self.config.slots_per_expert
         logits = self.slot_logits(x, noise)  # (T, S)
         dispatch = logits.softmax(dim=0)  # (T, S): each slot's weights over tokens
         combine = logits.softmax(dim=1)  # (T, S): each token's weights over slots
-        slots_in = dispatch.t() @ x.to(dispatch.dtype)  # (S, d)
-        slots_out = experts.forward_all(slots_in.view(E, p, -1)).reshape(E * p, -1)  # (S, d)
-        y = combine @ slots_out  # (T, d)
-        per_expert = combine.view(T, E, p).sum(dim=-1)  # (T, E)
-        out = RouterOutput(
+        per_expert = combine.view(T, E, p).sum(dim=-1)  # (T, E): t's combine weight on e's slots
+        return RouterOutput(
             logits=logits.view(T, E, p).logsumexp(dim=-1),
             probs=per_expert,
             expert_index=torch.arange(E, device=x.device).expand(T, E),
             gates=per_expert,
             uses_capacity=False,
             capacity=p,
+            slot_mixing=(dispatch, combine),
         )
-        return y, out

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from moe_core.layer.routers.base import Router, RouterOutput, softmax_topk
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, softmax_topk
 
 
-class SoftmaxTopKRouter(Router):
-    def softmax_topk_form(self) -> tuple[int, bool]:
-        return self.config.top_k, self.config.normalize_topk
-
+class SoftmaxTopKRouter(LinearRouter):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         cfg = self.config
         logits = self.linear(self.jittered(x, noise))  # (T, E)
@@ -28,7 +25,4 @@ class SoftmaxTopKRouter(Router):
             gates=r.gates,
             priority=torch.gather(r.probs, 1, r.index).detach() if by_prob else None,
             losses=r.losses,
-            counts=r.counts,
-            presorted=r.presorted,
-            unit_gates=cfg.top_k == 1 and cfg.normalize_topk,
         )

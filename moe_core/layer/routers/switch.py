@@ -9,13 +9,10 @@ normalize_topk is ignored here.
 
 from __future__ import annotations
 
-from moe_core.layer.routers.base import Router, RouterOutput, softmax_topk
+from moe_core.layer.routers.base import LinearRouter, RouterOutput, softmax_topk
 
 
-class SwitchRouter(Router):
-    def softmax_topk_form(self) -> tuple[int, bool]:
-        return 1, False
-
+class SwitchRouter(LinearRouter):
     def forward(self, x, token_ids=None, noise=None) -> RouterOutput:
         logits = self.linear(self.jittered(x, noise))  # (T, E)
         r = softmax_topk(logits, 1, False, self.config.z_loss_coef)  # gates (T, 1): the top probability
@@ -26,6 +23,4 @@ class SwitchRouter(Router):
             gates=r.gates,
             priority=r.gates.detach(),
             losses=r.losses,
-            counts=r.counts,
-            presorted=r.presorted,
         )

@@ -1,7 +1,7 @@
-"""The whole softmax top-k layer in one C call (moe_core/accelerator/fused_layer.py, native/layer.c) against the same
-layer
-run as its modules (router -> assign_slots -> dispatch), values and gradients, and where each path is taken.
-The modules path itself is checked against the per-token reference in test_layer_vs_reference.py."""
+"""The accelerator (moe_core/accelerator: the whole softmax top-k layer in one C call each way, native/layer.c)
+against the readable layer (MoELayer.route_and_mix), values and gradients for every configuration it accepts, and
+where it applies. The readable layer itself is checked against the per-token reference in
+test_layer_vs_reference.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,21 @@ import pytest
 import torch
 
 import moe_core.accelerator.kernels as native
-from moe_core import MoEConfig, MoELayer
-from moe_core.accelerator import dispatch
-from moe_core.layer import metrics
+from moe_core import MoEConfig, MoELayer, accelerator
 
 pytestmark = pytest.mark.skipif(native.kernels() is None, reason="the C kernels are not built (no compiler, or "
                                 "MOE_PLAYGROUND_NATIVE=0); CI builds them")
+
+
+def accelerated(layer: MoELayer, x: torch.Tensor) -> bool:
+    """Whether layer(x) would run on the accelerator (asked without drawing any jitter)."""
+    with torch.no_grad():
+        training = layer.training
+        layer.eval()
+        try:
+            return accelerator.forward(layer, x, None) is not None
+        finally:
+            layer.train(training)
 
 
 @pytest.fixture(autouse=True)
@@ -44,13 +53,13 @@ def _run(layer, x, fused, probe):
     for p in [x, *layer.parameters()]:
         p.grad = None
     layer.router.generator = torch.Generator().manual_seed(3)  # the same jitter draw on both paths
+    assert accelerated(layer, x)
     if fused:
         y, info = layer(x)
     else:
-        y, info = layer._forward_modules(x, None, None)
+        y, info = layer.route_and_mix(x, None, None)
         if layer.shared is not None:
             y = y + layer.shared(x)
-    assert (info.router_entropy_sum is not None) == fused  # which path ran
     loss = (y * probe).sum() + info.aux_loss + 0.3 * info.losses["load_balance"]
     if info.losses["z"].requires_grad:
         loss = loss + 0.2 * info.losses["z"]
@@ -63,7 +72,7 @@ def _run(layer, x, fused, probe):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "default")
-def test_fused_layer_matches_the_modules(dtype, case):
+def test_accelerator_matches_the_readable_layer(dtype, case):
     cfg = MoEConfig(**{"d_model": 24, "n_experts": 6, "top_k": 2, "expert_hidden": 20, **case})
     torch.manual_seed(0)
     layer = MoELayer(cfg).to(dtype).train()
@@ -80,9 +89,6 @@ def test_fused_layer_matches_the_modules(dtype, case):
     for i, (a, b) in enumerate(zip(got_grads, want_grads, strict=True)):
         torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m, i=i: f"gradient {i}: {m}")
     assert info.losses["z"].requires_grad == (cfg.z_loss_coef > 0)
-    # the entropy the trainer records, summed on the way, against the metrics function on the probabilities
-    # (metrics takes log(p + 1e-9): up to E * 1e-9 apart)
-    assert float(info.router_entropy_sum) / 50 == pytest.approx(metrics.router_entropy(info.router_probs), abs=1e-6)
     if cfg.capacity_factor is not None:
         assert int(info.dropped.sum()) == int((info.tokens_per_expert - info.kept_per_expert).sum()) > 0
 
@@ -98,45 +104,47 @@ def test_gradcheck(case):
     if cfg.router_noise:
         noise = 1 + cfg.router_noise * (2 * torch.rand(9, 5, dtype=torch.float64) - 1)
     params = [x, *layer.parameters()]
+    assert accelerated(layer, x)
 
     def f(*inputs):
         with torch.nn.utils.stateless._reparametrize_module(
                 layer, dict(zip([n for n, _ in layer.named_parameters()], inputs[1:], strict=True))):
             y, info = layer(inputs[0], noise=noise)
-        assert info.router_entropy_sum is not None
         return y, info.aux_loss, info.losses["load_balance"], info.losses["z"]
 
     assert torch.autograd.gradcheck(f, params)
 
 
 @pytest.mark.parametrize(("case", "why"), [
-    (dict(capacity_factor=1.0, overflow_policy="probability"), "probability priority sorts by score: modules"),
-    (dict(router="noisy_topk"), "other routers: modules"),
-    (dict(router="sigmoid_bias"), "other routers: modules"),
+    (dict(capacity_factor=1.0, overflow_policy="probability"), "probability priority sorts by score"),
+    (dict(router_dtype="bfloat16"), "a bfloat16 router is rounded by torch's bfloat16 ops"),
+    (dict(top_k=accelerator.MAX_K + 1, n_experts=12), "the C top-k is for small k"),
+    *[(dict(router=r), "another router") for r in ("noisy_topk", "sigmoid_bias", "gshard_top2", "expert_choice",
+                                                     "hash", "soft", "dense")],
 ])
-def test_paths_the_fused_layer_leaves_to_the_modules(case, why):
-    layer = MoELayer(MoEConfig(d_model=8, n_experts=4, top_k=2, expert_hidden=8, **case))
-    _, info = layer(torch.randn(10, 8))
-    assert info.router_entropy_sum is None, why
+def test_configurations_the_accelerator_leaves_to_the_readable_layer(case, why):
+    layer = MoELayer(MoEConfig(**{"d_model": 8, "n_experts": 4, "top_k": 2, "expert_hidden": 8, **case}))
+    assert not accelerated(layer, torch.randn(10, 8)), why
 
 
-def test_fused_layer_is_not_used_off_the_cpu_fast_path(monkeypatch):
+def test_the_accelerator_is_not_used_off_its_inputs(monkeypatch):
     layer = MoELayer(MoEConfig(d_model=8, n_experts=4, top_k=2, expert_hidden=8))
     x = torch.randn(10, 8)
-    assert layer(x)[1].router_entropy_sum is not None
-    assert layer(x.to(torch.bfloat16).float())[1].router_entropy_sum is not None
-    assert layer.to(torch.bfloat16)(x.to(torch.bfloat16))[1].router_entropy_sum is None  # bf16: modules
+    assert accelerated(layer, x)
+    assert not accelerated(layer, x.t().contiguous().t())  # strided
+    assert not accelerated(layer, torch.zeros(0, 8))  # no tokens
+    assert not accelerated(layer.to(torch.bfloat16), x.to(torch.bfloat16))
     layer = layer.float()
-    monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 8 * 16 - 1)  # experts too big for the C matmul
-    assert layer(x)[1].router_entropy_sum is None
+    monkeypatch.setattr(accelerator, "EXPERT_WEIGHTS_LIMIT", 8 * 16 - 1)  # experts too big for the C matmul
+    assert not accelerated(layer, x)
     monkeypatch.undo()
-    monkeypatch.setattr(native, "_gemm_vectorized", lambda lib: False)  # a baseline build: torch's matmuls
-    assert layer(x)[1].router_entropy_sum is None
+    monkeypatch.setattr(native, "_gemm_vectorized", lambda lib: False)  # a baseline build: torch's matmuls win
+    assert not accelerated(layer, x)
     monkeypatch.undo()
     monkeypatch.setenv("MOE_PLAYGROUND_NATIVE", "0")
-    assert layer(x)[1].router_entropy_sum is None
-    y, info = layer(torch.zeros(0, 8))  # no tokens: modules
-    assert y.shape == (0, 8) and info.router_entropy_sum is None
+    assert not accelerated(layer, x)
+    y, info = layer(torch.zeros(0, 8))  # no tokens: the readable layer, with a finite aux loss
+    assert y.shape == (0, 8) and torch.isfinite(info.aux_loss)
 
 
 def test_no_grad_and_inputs_without_gradients():
@@ -162,15 +170,14 @@ def test_no_grad_and_inputs_without_gradients():
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_router_jitter_is_drawn_once_per_forward_on_either_path(monkeypatch, fused):
-    """The fused path draws the jitter itself; when it then does not apply, the modules must not draw it again
-    (the run would still be deterministic, but not the same stream as the modules path alone)."""
+    """The accelerator draws the jitter itself (through the router): one (T, d) draw per forward either way."""
     layer = MoELayer(MoEConfig(d_model=8, n_experts=4, top_k=2, expert_hidden=8, router_noise=0.1)).train()
     if not fused:
-        monkeypatch.setattr(dispatch, "EXPERT_WEIGHTS_LIMIT", 0)
-    layer.router.generator = torch.Generator().manual_seed(5)
+        monkeypatch.setattr(accelerator, "EXPERT_WEIGHTS_LIMIT", 0)
     x = torch.randn(10, 8)
-    _, info = layer(x)
-    assert (info.router_entropy_sum is not None) == fused
+    assert accelerated(layer, x) == fused
+    layer.router.generator = torch.Generator().manual_seed(5)
+    layer(x)
     expected = torch.Generator().manual_seed(5)
     torch.empty(10, 8).uniform_(0.9, 1.1, generator=expected)  # one draw of the (T, d) jitter
     assert torch.equal(layer.router.generator.get_state(), expected.get_state())
