@@ -58,8 +58,7 @@ def forward(layer: MoELayer, x: torch.Tensor, noise: torch.Tensor | None) -> tup
     k, normalize = form
     cfg, T = layer.config, x.shape[0]
     capacity = expert_capacity(T, cfg.n_experts, k, cfg.capacity_factor)
-    (y, load_balance, z, aux, logits, probs, index, combine, dropped, counts, kept_counts,
-     _entropy_sum) = FusedMoE.apply(
+    y, load_balance, z, aux, logits, probs, index, combine, dropped, counts, kept_counts = FusedMoE.apply(
         x, xr, w_router, w_in, w_out, k, normalize, capacity, k == 1 and normalize, cfg.aux_loss_coef,
         cfg.z_loss_coef, cfg.z_loss_coef > 0, for_tensors(x))
     info = RoutingInfo(

@@ -16,8 +16,7 @@ from moe_core.accelerator import kernels as native
 class FusedMoE(torch.autograd.Function):
     """x (T, d), xr (T, d) the router's input (x itself, or its jittered copy), w_router (E, d), w_in (E, d, 2h),
     w_out (E, h, d) -> y (T, d), load_balance, z, aux (differentiable; z only when z_grad) and, not
-    differentiable: logits, probs (T, E), index, combine (T, k), dropped (T, k) bool, counts, kept_counts (E,),
-    the summed router entropy."""
+    differentiable: logits, probs (T, E), index, combine (T, k), dropped (T, k) bool, counts, kept_counts (E,)."""
 
     @staticmethod
     def forward(ctx, x, xr, w_router, w_in, w_out, k, normalize, capacity, unit_gates, aux_coef, z_coef, z_grad,
@@ -31,7 +30,7 @@ class FusedMoE(torch.autograd.Function):
         index, counts, kept_counts = f(T, k, dtype=long), f(E, dtype=long), f(E, dtype=long)
         kept_pairs, token_order = f(T * k, dtype=long), f(T * k, dtype=long)
         dropped = f(T, k, dtype=torch.bool)
-        load_balance, z, aux, entropy_sum = f(()), f(()), f(()), f(())
+        load_balance, z, aux = f(()), f(()), f(())
         xs, hs, acts = (f(T * k, d), f(T * k, 2 * h), f(T * k, h)) if keep else (None, None, None)
         ys = f(T * k, d) if keep and not unit_gates else None
         p = native.ptr
@@ -41,7 +40,7 @@ class FusedMoE(torch.autograd.Function):
             y.data_ptr(), logits.data_ptr(), probs.data_ptr(), lse.data_ptr(), gates.data_ptr(), combine.data_ptr(),
             index.data_ptr(), counts.data_ptr(), kept_counts.data_ptr(), dropped.data_ptr(), kept_pairs.data_ptr(),
             token_order.data_ptr(), gates_kept.data_ptr(), load_balance.data_ptr(), z.data_ptr(), aux.data_ptr(),
-            entropy_sum.data_ptr(), p(xs), p(hs), p(acts), p(ys))
+            p(xs), p(hs), p(acts), p(ys))
         if status != 0:
             raise MemoryError("the C layer kernel could not allocate its work space")
         ctx.save_for_backward(xr, w_router, w_in, w_out, probs, gates, index, counts, kept_counts)
@@ -49,7 +48,7 @@ class FusedMoE(torch.autograd.Function):
         ctx.internal = (lse, kept_pairs, token_order, gates_kept, xs, hs, acts, ys)
         ctx.config = (T, d, h, E, k, normalize, capacity, unit_gates, aux_coef, z_coef, z_grad, lib, xr is x)
         ctx.set_materialize_grads(False)
-        constant = [logits, probs, index, combine, dropped, counts, kept_counts, entropy_sum]
+        constant = [logits, probs, index, combine, dropped, counts, kept_counts]
         ctx.mark_non_differentiable(*constant, *([] if z_grad else [z]))
         return y, load_balance, z, aux, *constant
 

@@ -39,7 +39,7 @@ SOURCES = [HERE / "route.c", HERE / "swiglu.c", HERE / "rows.c", HERE / "experts
 HEADERS = [HERE / "vector_math.h", HERE / "kernels.h"]
 # each source file reports its version: bump it with a signature change
 ABI_VERSIONS = {"moe_route_abi_version": 2, "moe_swiglu_abi_version": 1, "moe_rows_abi_version": 1,
-                "moe_experts_abi_version": 1, "moe_layer_abi_version": 1}
+                "moe_experts_abi_version": 1, "moe_layer_abi_version": 2}
 COMPILE_FLAGS = ["-O3", "-std=c99", "-fPIC", "-fno-math-errno", "-fno-trapping-math"]
 LINK_FLAGS = ["-shared", "-fPIC"]
 COMPILE_TIMEOUT_S = 120
@@ -123,9 +123,9 @@ def _load(path: Path) -> ctypes.CDLL:
     p, i64, c_int, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix in ("f32", "f64"):
         layer_fwd = getattr(lib, f"moe_layer_forward_{suffix}")
-        # x, xr, T, d, h, E, k, normalize, capacity, unit_gates, w_router, w_in, w_out, aux_coef, z_coef, then 21
+        # x, xr, T, d, h, E, k, normalize, capacity, unit_gates, w_router, w_in, w_out, aux_coef, z_coef, then 20
         # output arrays (y ... ys)
-        layer_fwd.argtypes = [p, p, i64, i64, i64, i64, i64, c_int, i64, c_int, p, p, p, dbl, dbl] + [p] * 21
+        layer_fwd.argtypes = [p, p, i64, i64, i64, i64, i64, c_int, i64, c_int, p, p, p, dbl, dbl] + [p] * 20
         layer_fwd.restype = c_int
         layer_bwd = getattr(lib, f"moe_layer_backward_{suffix}")
         # dy, d_load_balance, d_z, xr, T, d, h, E, k, normalize, capacity, unit_gates, 12 saved arrays (w_router ...

@@ -2,8 +2,8 @@
  *
  *     y[t] = sum over kept pairs n of token t:  w_n * FFN_{e(n)}(x[t]),   FFN_e(x) = (silu(x Wg_e) * (x Wu_e)) Wd_e
  *
- * moe_core/accelerator/dispatch.py runs the same computation as torch ops (index_select, grouped_mm, the activation,
- * grouped_mm, index_add_). At the Playground's sizes (256 tokens, 8 experts of 64 x 128) each expert's matmul
+ * The readable layer (moe_core/layer/moe_layer.py) runs the same computation as torch ops (gather, a matmul pair
+ * per expert, the activation, index_add). At the Playground's sizes (256 tokens, 8 experts of 64 x 128) each expert's matmul
  * is ~10 us of arithmetic, and torch spends about as long again dispatching it, six matmuls per expert per
  * step plus the slicing around them. Here every expert's rows go through in blocks of at most BLOCK_ROWS
  * (so a block's intermediates stay in cache at any size), with a small matmul of our own:
@@ -12,7 +12,7 @@
  *              A 4-row x 64-column (float32) tile of C is kept in registers while k runs: 16 AVX-512
  *              registers, one load of B's row and 4 broadcasts of A per 16 fused multiply-adds. On this
  *              project's CPUs it runs within ~10-20 % of MKL's sgemm at 64 x 64 x 128 (MKL is faster on big
- *              matrices, where dispatch.py's torch path is used instead; see EXPERT_WEIGHTS_LIMIT there).
+ *              matrices, where the readable layer runs instead; see EXPERT_WEIGHTS_LIMIT in ../__init__.py).
  *
  * Forward per block of R rows of expert e:   xb = x[tok]; hb = xb @ W_in[e]; ab = swiglu(hb); yb = ab @ W_out[e];
  *                                            y[tok] (+)= w * yb

@@ -1,8 +1,8 @@
 /* A whole softmax top-k MoE layer on a CPU, one call each way: router matmul, routing, capacity, experts.
  *
  * moe_core/accelerator/fused_layer.py calls this for the softmax_topk and switch routers when everything fits (see
- * fused_layer_available there); the layer is otherwise the composition of Python modules: router linear ->
- * routers/fused.py (route.c) -> capacity.assign_slots -> dispatch.py (experts.c) -> the weighted aux loss.
+ * forward() in ../__init__.py); otherwise MoELayer.route_and_mix runs the same steps as torch ops: router linear ->
+ * softmax top-k -> capacity.assign_slots -> gather -> experts -> weighted scatter -> the weighted aux loss.
  * At the Playground's sizes each of those steps, and its autograd node, cost more in dispatch than in
  * arithmetic; here they are plain calls from one C function to the others:
  *
@@ -11,7 +11,7 @@
  *   capacity C (when given): an expert keeps the first C of its pairs in that order (GShard's priority:
  *                            every first choice before any second choice, then earlier tokens)
  *   experts.c: y = sum over kept pairs of gate * FFN_e(x)
- *   aux = aux_coef * load_balance + z_coef * z;  router entropy summed over tokens (for the trainer's record)
+ *   aux = aux_coef * load_balance + z_coef * z
  *
  * Backward: experts.c's backward (dx, gate gradients, expert weight gradients), then route.c's backward
  * with the kept pairs' gate gradients (0 for dropped pairs), then dW_r = dlogits^T x_r, dx_r = dlogits W_r.
@@ -24,7 +24,7 @@
 #include "kernels.h"
 #include "vector_math.h"
 
-int moe_layer_abi_version(void) { return 1; }
+int moe_layer_abi_version(void) { return 2; }
 
 #define DEFINE_LAYER(SUF, T_)                                                                             \
     /* logits (T, E) = x (T, d) @ w (E, d)^T: one dot product per (token, expert), in 8 lanes so that it    \
@@ -50,7 +50,7 @@ int moe_layer_abi_version(void) { return 1; }
      * renormalized), so no multiply. Outputs, all written whole: y (T, d); logits, probs (T, E); lse (T);   \
      * gates, combine (T, k) (combine: 0 where dropped); index (T, k); counts, kept_counts (E,); dropped    \
      * (T, k) bytes; kept_pairs, token_order, gates_kept (T*k,): the kept pairs grouped by expert, their     \
-     * tokens and gates, the first sum(kept_counts) entries; load_balance, z, aux, entropy_sum: scalars.  \
+     * tokens and gates, the first sum(kept_counts) entries; load_balance, z, aux: scalars.  \
      * for the backward (NULL when no gradient is wanted): xs, hs, acts as in experts.c, and ys (N, d) when \
      * there are gates. Returns 0, or 1 when out of memory. */                                            \
     HOT int moe_layer_forward_##SUF(                                                                      \
@@ -58,7 +58,7 @@ int moe_layer_abi_version(void) { return 1; }
         int64_t capacity, int unit_gates, const T_ *w_router, const T_ *w_in, const T_ *w_out,            \
         double aux_coef, double z_coef, T_ *y, T_ *logits, T_ *probs, T_ *lse, T_ *gates, T_ *combine,    \
         int64_t *index, int64_t *counts, int64_t *kept_counts, unsigned char *dropped, int64_t *kept_pairs, \
-        int64_t *token_order, T_ *gates_kept, T_ *load_balance, T_ *z_loss, T_ *aux, T_ *entropy_sum,    \
+        int64_t *token_order, T_ *gates_kept, T_ *load_balance, T_ *z_loss, T_ *aux,                    \
         T_ *xs, T_ *hs, T_ *acts, T_ *ys) {                                                               \
         router_logits_##SUF(xr, w_router, T, d, E, logits);                                               \
         T_ lb, z;                                                                                         \
@@ -85,17 +85,10 @@ int moe_layer_abi_version(void) { return 1; }
             memcpy(kept_counts, counts, (size_t)E * sizeof(int64_t));                                     \
         }                                                                                                 \
         for (int64_t i = 0; i < T * k; i++) combine[i] = dropped[i] ? (T_)0 : gates[i];                   \
-        double entropy = 0.0; /* H_t = lse_t - sum_e p_te l_te  (= -sum_e p_te log p_te) */               \
-        for (int64_t t = 0; t < T; t++) {                                                                 \
-            double pl = 0.0;                                                                              \
-            for (int64_t e = 0; e < E; e++) pl += (double)probs[t * E + e] * (double)logits[t * E + e];   \
-            entropy += (double)lse[t] - pl;                                                               \
-        }                                                                                                 \
         T_ weighted = lb * (T_)aux_coef;                                                                  \
         *load_balance = lb;                                                                               \
         *z_loss = z;                                                                                      \
         *aux = weighted + (T_)z_coef * z;                                                                 \
-        *entropy_sum = (T_)entropy;                                                                       \
         int accumulate = !(k == 1 && capacity < 0); /* top-1 dropless: each token exactly once */        \
         return moe_experts_forward_##SUF(x, T, d, h, E, kept_counts, token_order,                         \
                                          unit_gates ? NULL : gates_kept, w_in, w_out, accumulate, y, xs, hs, \

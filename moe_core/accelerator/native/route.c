@@ -2,8 +2,8 @@
  *
  * The math is moe_core/layer/routers/base.py's, written as loops so that a CPU does it in one call instead of
  * ~20 tensor ops each way (each costs ~5 us of dispatch at the Playground's 256 x 8 router; the arithmetic
- * is ~10 us for all of them). moe_core/accelerator/native/__init__.py compiles this file with the system's C compiler
- * and moe_core/layer/routers/fused.py calls it through ctypes; without a compiler the torch ops run instead.
+ * is ~10 us for all of them). moe_core/accelerator/kernels.py compiles this file with the system's C compiler;
+ * layer.c calls it; without a compiler the readable layer's torch ops run instead.
  *
  * Forward, for each token t (logits l, E experts, k slots):
  *     lse_t = log sum_e exp(l_te);  p_te = exp(l_te - lse_t)                        softmax, via the logsumexp

@@ -1,4 +1,4 @@
-/* Row moves of the dispatch (moe_core/accelerator/dispatch.py): gather the rows of the tokens sent to the experts, and
+/* Row moves of the dispatch (called by experts.c): gather the rows of the tokens sent to the experts, and
  * scatter the experts' outputs back, gate-weighted, in one pass each.
  *
  *     gather:          out[i] = src[idx[i]]                                           (index_select)

@@ -7,7 +7,7 @@
  * arrays that do not fit in cache at bench sizes (4096 x 128 floats = 2 MB), two of them on the strided
  * halves of h. Here the forward reads h once and writes a; the backward recomputes the sigmoid from h (cheaper
  * than storing silu(gate), one exp per element) and writes dh in place of both halves.
- * Called from moe_core/accelerator/dispatch.py through moe_core/accelerator/native; the torch ops remain where this is not built.
+ * Called by experts.c; the readable layer's torch ops run where this is not built.
  */
 #include <math.h>
 #include <stdint.h>
