@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from moe_core.accelerator import kernels as native
+from moe_core.accelerator.kernels import function, ptr
 
 
 class FusedMoE(torch.autograd.Function):
@@ -33,8 +33,8 @@ class FusedMoE(torch.autograd.Function):
         load_balance, z, aux = f(()), f(()), f(())
         xs, hs, acts = (f(T * k, d), f(T * k, 2 * h), f(T * k, h)) if keep else (None, None, None)
         ys = f(T * k, d) if keep and not unit_gates else None
-        p = native.ptr
-        status = native.function(lib, "layer_forward", x.dtype)(
+        p = ptr
+        status = function(lib, "layer_forward", x.dtype)(
             x.data_ptr(), xr.data_ptr(), T, d, h, E, k, int(normalize), -1 if capacity is None else capacity,
             int(unit_gates), w_router.data_ptr(), w_in.data_ptr(), w_out.data_ptr(), aux_coef, z_coef,
             y.data_ptr(), logits.data_ptr(), probs.data_ptr(), lse.data_ptr(), gates.data_ptr(), combine.data_ptr(),
@@ -65,8 +65,8 @@ class FusedMoE(torch.autograd.Function):
         dx = dy.new_empty(T, d)
         dxr = None if same_input else dy.new_empty(T, d)
         dw_router, dw_in, dw_out = torch.empty_like(w_router), torch.empty_like(w_in), torch.empty_like(w_out)
-        p = native.ptr
-        status = native.function(lib, "layer_backward", dy.dtype)(
+        p = ptr
+        status = function(lib, "layer_backward", dy.dtype)(
             dy.data_ptr(), d_lb_v, d_z_v, xr.data_ptr(), T, d, h, E, k, int(normalize),
             -1 if capacity is None else capacity, int(unit_gates), w_router.data_ptr(), w_in.data_ptr(),
             w_out.data_ptr(), probs.data_ptr(), lse.data_ptr(), gates.data_ptr(), index.data_ptr(), counts.data_ptr(),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from moe_core import accelerator
+import moe_core.accelerator as accelerator
 from moe_core.layer.capacity import SlotAssignment, assign_slots, expert_capacity
 from moe_core.layer.config import MoEConfig
 from moe_core.layer.experts import SwiGLU, SwiGLUExperts
