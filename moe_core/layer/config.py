@@ -10,23 +10,72 @@ from dataclasses import dataclass
 
 from moe_core.validation import DictRoundTrip, check_bool, check_choice, check_float, check_int
 
-ROUTERS = (
-    "softmax_topk",  # softmax over experts, top-k, both experts always (Mixtral / Qwen)
-    "gshard_top2",  # Lepikhin et al. 2020 (GShard), top-2; the 2nd expert kept at random, w.p. 2*g2 (Alg. 1)
-    "noisy_topk",  # Shazeer et al. 2017, learned Gaussian noise on the logits
-    "switch",  # Fedus et al. 2021, top-1 with multiplicative input jitter
-    "expert_choice",  # Zhou et al. 2022, each expert picks its top-C tokens (non-causal)
-    "hash",  # Roller et al. 2021, a fixed random table, nothing learned
-    "soft",  # Puigcerver et al. 2023, Soft MoE slots (non-causal)
-    "sigmoid_bias",  # DeepSeek-V3, sigmoid scores + auxiliary-loss-free bias
-    "dense",  # the 1991 architecture (Jacobs et al.): every expert runs, softmax-weighted (cooperative error)
+
+@dataclass(frozen=True)
+class RouterInfo:
+    """One router, every fact about it in one place: the app's label, the README's citation, and the rules on k
+    and E that its paper fixes (MoEConfig enforces them; the app's widgets and URL parser follow them)."""
+
+    name: str  # the value of MoEConfig.router
+    label: str  # the app's label (Router box, Reference page)
+    paper: str  # the README's citation
+    does: str  # the README's "what it does"
+    causal: bool = True  # False: a token's route depends on the rest of the batch, no language model
+    forced_top_k: int | None = None  # k fixed by the paper
+    forced_why: str = ""  # why, as a clause: "<forced_why>, so top_k must be <forced_top_k>"
+    k_caption: str = ""  # why the app shows no Top-k slider (forced or every-expert routers)
+    every_expert: bool = False  # every expert processes every token: top_k is not read
+    bf16: bool = False  # may compute its logits and softmax in bfloat16 (router_dtype)
+
+    @property
+    def min_experts(self) -> int:
+        """A router that picks k different experts per token needs at least k experts."""
+        return self.forced_top_k or 1
+
+
+ROUTER_CATALOGUE: tuple[RouterInfo, ...] = (
+    RouterInfo("softmax_topk", "softmax top-k (Mixtral)", "Mixtral (2024)",
+               "softmax over experts, keep the top k, optionally renormalize", bf16=True),
+    RouterInfo("gshard_top2", "GShard top-2 (Lepikhin 2020)", "GShard (2020), §2.2 and Algorithm 1",
+               "top-2, weights renormalized; the 2nd expert kept only at random, with probability 2·g₂, in training",
+               forced_top_k=2, forced_why="GShard's gating is top-2 (the 2nd expert kept at random)",
+               k_caption="GShard's router is top-2; its 2nd expert is kept at random, with probability 2·g₂ (its "
+                         "normalized weight g₂), in training"),
+    RouterInfo("noisy_topk", "noisy top-k (Shazeer 2017)", "Shazeer et al. (2017)",
+               "learned Gaussian noise on the logits, importance and load losses"),
+    RouterInfo("switch", "switch, top-1 (Fedus 2021)", "Switch Transformer (2021)",
+               "top-1, raw probability as the weight, input jitter", forced_top_k=1,
+               forced_why="the Switch Transformer routes each token to exactly one expert",
+               k_caption="the switch router is top-1", bf16=True),
+    RouterInfo("expert_choice", "expert choice (Zhou 2022)", "Zhou et al. (2022)",
+               "each expert picks its top-C tokens (non-causal)", causal=False),
+    RouterInfo("hash", "hash, fixed table (Roller 2021)", "Roller et al. (2021)",
+               "a fixed random table, nothing learned (the paper: one expert; k > 1 is ours)"),
+    RouterInfo("soft", "soft MoE (Puigcerver 2023)", "Soft MoE (2023)",
+               "experts process weighted averages of all tokens (non-causal)", causal=False, every_expert=True,
+               k_caption="Soft MoE mixes every expert's slots"),
+    RouterInfo("sigmoid_bias", "sigmoid + bias (DeepSeek-V3)", "DeepSeek-V3 (2024)",
+               "sigmoid scores, auxiliary-loss-free balancing bias"),
+    RouterInfo("dense", "dense soft mixture (after Jacobs 1991)",
+               "Jacobs et al. (1991), trained on the blended (cooperative) error",
+               "every expert runs, weighted by a softmax gate", every_expert=True,
+               k_caption="the dense mixture runs every expert"),
 )
-CAUSAL_ROUTERS = tuple(r for r in ROUTERS if r not in ("expert_choice", "soft"))
-OVERFLOW_POLICIES = ("position", "probability")
+ROUTER_INFO = {r.name: r for r in ROUTER_CATALOGUE}
+ROUTERS = tuple(ROUTER_INFO)
+CAUSAL_ROUTERS = tuple(r.name for r in ROUTER_CATALOGUE if r.causal)
+FORCED_TOP_K = {r.name: r.forced_top_k for r in ROUTER_CATALOGUE if r.forced_top_k is not None}
+EVERY_EXPERT_ROUTERS = tuple(r.name for r in ROUTER_CATALOGUE if r.every_expert)
 # the precision of the router's logits and softmax: float32 is Switch's "selective precision" (Fedus et al. 2021,
 # §2.4); bfloat16 computes them as plain mixed-precision training would, on the routers built on softmax top-k
 ROUTER_DTYPES = ("float32", "bfloat16")
-BF16_ROUTERS = ("softmax_topk", "switch")
+BF16_ROUTERS = tuple(r.name for r in ROUTER_CATALOGUE if r.bf16)
+# config fields that can change between steps without rebuilding the layer (MoELayer.set_hyperparameters)
+LIVE_FIELDS = frozenset(
+    {"capacity_factor", "overflow_policy", "aux_loss_coef", "z_loss_coef", "router_noise", "bias_update_rate",
+     "normalize_topk", "router_dtype"}
+)
+OVERFLOW_POLICIES = ("position", "probability")
 
 MAX_EXPERTS = 256
 MAX_D_MODEL = 4096
@@ -57,15 +106,20 @@ class MoEConfig(DictRoundTrip):
     def __post_init__(self) -> None:
         check_int(self, "d_model", 1, MAX_D_MODEL)
         check_int(self, "n_experts", 1, MAX_EXPERTS)
-        if self.router == "gshard_top2" and isinstance(self.n_experts, int) and self.n_experts < 2:
-            raise ValueError(f"n_experts={self.n_experts} is not allowed with router 'gshard_top2': GShard's top-2 "
-                             "gating picks two different experts per token, so n_experts must be at least 2")
+        check_choice(self, "router", ROUTERS)
+        router = ROUTER_INFO[self.router]
+        if isinstance(self.n_experts, int) and self.n_experts < router.min_experts:
+            raise ValueError(f"n_experts={self.n_experts} is not allowed with router '{self.router}': it picks "
+                             f"{router.min_experts} different experts per token, so n_experts must be at least "
+                             f"{router.min_experts}")
         check_int(self, "top_k", 1, self.n_experts if isinstance(self.n_experts, int) else MAX_EXPERTS)
+        if router.forced_top_k is not None and self.top_k != router.forced_top_k:
+            raise ValueError(f"top_k={self.top_k} is not allowed with router '{self.router}': {router.forced_why}, "
+                             f"so top_k must be {router.forced_top_k} (use 'softmax_topk' for another k)")
         check_int(self, "expert_hidden", 1, MAX_EXPERT_HIDDEN)
         if self.capacity_factor is not None:
             check_float(self, "capacity_factor", 0.0, MAX_CAPACITY_FACTOR, low_open=True,
                          extra="or None for dropless")
-        check_choice(self, "router", ROUTERS)
         check_bool(self, "normalize_topk")
         check_choice(self, "overflow_policy", OVERFLOW_POLICIES)
         check_float(self, "aux_loss_coef", 0.0, 100.0)
@@ -80,16 +134,6 @@ class MoEConfig(DictRoundTrip):
                 f"router_dtype='bfloat16' is not allowed with router '{self.router}': the bfloat16 router is built "
                 f"for the softmax top-k routers ({', '.join(BF16_ROUTERS)}); use router_dtype='float32'"
             )
-        if self.router == "gshard_top2" and self.top_k != 2:
-            raise ValueError(
-                f"top_k={self.top_k} is not allowed with router 'gshard_top2': GShard's gating is top-2 (the 2nd "
-                "expert kept at random), so top_k must be 2 (use 'softmax_topk' for another k)"
-            )
-        if self.router == "switch" and self.top_k != 1:
-            raise ValueError(
-                f"top_k={self.top_k} is not allowed with router 'switch': the Switch Transformer routes each "
-                "token to exactly one expert, so top_k must be 1 (use 'softmax_topk' for k > 1)"
-            )
 
     @property
     def is_causal(self) -> bool:
@@ -99,4 +143,4 @@ class MoEConfig(DictRoundTrip):
     @property
     def slots_per_token(self) -> int:
         """K: columns of RoutingInfo.expert_index. k for token choice; E when every expert may take a token."""
-        return self.n_experts if self.router in ("expert_choice", "soft", "dense") else self.top_k
+        return self.n_experts if self.router == "expert_choice" or ROUTER_INFO[self.router].every_expert else self.top_k

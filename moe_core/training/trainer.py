@@ -30,6 +30,8 @@ from moe_core.validation import check_choice, check_float, check_int
 CHECKPOINT_FORMAT = "moe-playground-checkpoint"
 CHECKPOINT_VERSION = 1
 _INIT_LOCK = threading.Lock()  # weight init draws from torch's global RNG: one model at a time
+# TrainConfig fields that can change between steps (set_hyperparameters); the layer's are LIVE_FIELDS
+TRAIN_LIVE_FIELDS = frozenset({"lr", "grad_clip", "weight_decay"})
 
 
 @dataclass(frozen=True)
@@ -284,17 +286,17 @@ class Trainer:
 
     # -- live changes -----------------------------------------------------------------------------------
     def set_hyperparameters(self, **changes: Any) -> None:
-        """Change lr, grad_clip or any MoE field in LIVE_FIELDS between steps, without a reset.
+        """Change any field in TRAIN_LIVE_FIELDS or the layer's LIVE_FIELDS between steps, without a reset.
 
         Everything is validated before anything changes: a bad value raises ValueError and leaves the
         trainer exactly as it was.
         """
         changes = dict(changes)
-        train_changes = {k: changes.pop(k) for k in ("lr", "grad_clip", "weight_decay") if k in changes}
+        train_changes = {k: changes.pop(k) for k in TRAIN_LIVE_FIELDS if k in changes}
         unknown = sorted(set(changes) - LIVE_FIELDS)
         if unknown:
             raise ValueError(f"{unknown} cannot change during training (they change the model's shapes); "
-                             f"live fields are {sorted(LIVE_FIELDS | {'lr', 'grad_clip', 'weight_decay'})}")
+                             f"live fields are {sorted(LIVE_FIELDS | TRAIN_LIVE_FIELDS)}")
         new_moe = self.model_config.moe.replace(**changes)  # validates
         new_train = TrainConfig(**{**asdict(self.train_config), **train_changes})  # validates
         self.model_config = ModelConfig(**{**{f.name: getattr(self.model_config, f.name)
