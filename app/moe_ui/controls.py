@@ -13,30 +13,13 @@ from typing import Any
 
 import streamlit as st
 
-from moe_core.layer.config import BF16_ROUTERS, CAUSAL_ROUTERS, ROUTERS
+from moe_core.layer.config import BF16_ROUTERS, CAUSAL_ROUTERS, FORCED_TOP_K, ROUTER_CATALOGUE, ROUTER_INFO, ROUTERS
 from moe_core.training.datasets import DATASETS, CSVError, parse_points_csv
 from moe_core.training.session import PlaygroundSession
-from moe_core.training.settings import CONTROL_BY_FIELD, PlaygroundSettings, settings_fields
+from moe_core.training.settings import CONTROL_BY_FIELD, PlaygroundSettings, min_experts_note, settings_fields
 from moe_ui.state import note_once, once_per_click
 
-AUX_STEPS = [0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0]
-Z_STEPS = [0.0, 1e-4, 1e-3, 1e-2, 0.1]
-BIAS_STEPS = [0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1]
-LR_STEPS = [1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0]
-BATCH_STEPS = [16, 32, 64, 128, 256, 512, 1024]
-HIDDEN_STEPS = [4, 8, 16, 32, 64, 128, 256]
-FORCED_TOP_K = {"switch": 1, "gshard_top2": 2}  # routers whose paper fixes k (MoEConfig enforces it)
-ROUTER_LABELS = {
-    "softmax_topk": "softmax top-k (Mixtral)",
-    "gshard_top2": "GShard top-2 (Lepikhin 2020)",
-    "noisy_topk": "noisy top-k (Shazeer 2017)",
-    "switch": "switch, top-1 (Fedus 2021)",
-    "expert_choice": "expert choice (Zhou 2022)",
-    "hash": "hash, fixed table (Roller 2021)",
-    "soft": "soft MoE (Puigcerver 2023)",
-    "sigmoid_bias": "sigmoid + bias (DeepSeek-V3)",
-    "dense": "dense soft mixture (after Jacobs 1991)",
-}
+ROUTER_LABELS = {r.name: r.label for r in ROUTER_CATALOGUE}  # the catalogue's labels (Reference page too)
 
 
 def _key(prefix: str, field: str) -> str:
@@ -64,8 +47,28 @@ def _sync_widgets(sess: PlaygroundSession, prefix: str) -> None:
         state[_key(prefix, "capacity_factor")] = state.get(f"{prefix}__last_capacity", 1.25)
 
 
-def _with(options: list, value: Any) -> list:
+def _with(options: tuple, value: Any) -> list:
     return sorted(set(options) | ({value} if value is not None else set()))
+
+
+def _label(field: str) -> str:
+    return CONTROL_BY_FIELD[field].label
+
+
+def _slider(field: str, low: float | None = None, high: float | None = None, label: str | None = None,
+            **kwargs: Any) -> Any:
+    """A slider over the control's range (CONTROLS), narrowed where the data set or router asks."""
+    c = CONTROL_BY_FIELD[field]
+    low, high = c.low if low is None else low, c.high if high is None else high
+    step = {} if c.step is None else {"step": c.step}
+    return st.slider(label or c.label, low, high, **step, **kwargs)
+
+
+def _marks(field: str, value: Any, **kwargs: Any) -> Any:
+    """A select-slider over the control's marks, plus the current value when a URL set one between them."""
+    c = CONTROL_BY_FIELD[field]
+    fmt = {"format_func": lambda v: f"{v:g}"} if c.kind == "float" else {}
+    return st.select_slider(c.label, _with(c.marks, value), **fmt, **kwargs)
 
 
 def render_controls(
@@ -101,22 +104,23 @@ def render_controls(
 
     # ---- data --------------------------------------------------------------------------------------
     st.subheader("Data", divider="gray")
-    control("dataset", lambda: st.selectbox("Dataset", list(DATASETS), **kw("dataset")))
+    control("dataset", lambda: st.selectbox(_label("dataset"), list(DATASETS), **kw("dataset")))
     info = DATASETS[state[_key(prefix, "dataset")]]
     if show("dataset"):
         st.caption(info.description)
     if info.task != "language":
-        control("noise", lambda: st.slider("Noise", 0.0, 1.0, step=0.05, **kw("noise")))
+        control("noise", lambda: _slider("noise", **kw("noise")))
         if info.n_classes_range is not None:
             lo, hi = info.n_classes_range
-            hi = min(hi, 8)
+            hi = min(hi, int(CONTROL_BY_FIELD["n_classes"].high))
             state[_key(prefix, "n_classes")] = min(max(state[_key(prefix, "n_classes")], lo), hi)
             label = "Arms" if info.name == "spirals" else "Classes"
-            control("n_classes", lambda: st.slider(label, lo, hi, **kw("n_classes")))
+            control("n_classes", lambda: _slider("n_classes", lo, hi, label=label, **kw("n_classes")))
 
     def seed_row() -> None:
         cols = st.columns(2, vertical_alignment="bottom")
-        cols[0].number_input("Seed", 0, 999_999, step=1, **kw("seed"))
+        seed = CONTROL_BY_FIELD["seed"]
+        cols[0].number_input(seed.label, int(seed.low), int(seed.high), step=1, **kw("seed"))
         cols[1].button("New data", key=f"{prefix}__regen", on_click=_bump_seed, args=(prefix,), width="stretch",
                        disabled=kw("seed")["disabled"], help="Draw a fresh data set and start again (seed + 1).")
 
@@ -131,77 +135,70 @@ def render_controls(
         note_once(f"The {state[_key(prefix, 'router')]} router is non-causal and cannot run a language model; "
                   "switched to softmax top-k.")
         state[_key(prefix, "router")] = "softmax_topk"
-    control("router", lambda: st.selectbox("Router", list(allowed), format_func=ROUTER_LABELS.get, **kw("router")))
+    control("router", lambda: st.selectbox(_label("router"), list(allowed), format_func=ROUTER_LABELS.get,
+                                                 **kw("router")))
     if info.task == "language" and show("router"):
         st.caption("Expert choice and Soft MoE are not offered here: they decide over the whole batch, so a token's "
                    "route would depend on later characters (lesson 7).")
     router = state[_key(prefix, "router")]
-    min_experts = 2 if router == "gshard_top2" else 1  # GShard picks two different experts per token
-    if state[_key(prefix, "n_experts")] < min_experts:
-        state[_key(prefix, "n_experts")] = min_experts
-        note_once("GShard's top-2 router needs at least 2 experts; experts set to 2.")
-    control("n_experts", lambda: st.slider("Experts", min_experts, 64, **kw("n_experts")))
+    info_r = ROUTER_INFO[router]
+    if state[_key(prefix, "n_experts")] < info_r.min_experts:  # GShard picks two different experts per token
+        state[_key(prefix, "n_experts")] = info_r.min_experts
+        note_once(min_experts_note(info_r))
+    control("n_experts", lambda: _slider("n_experts", info_r.min_experts, **kw("n_experts")))
     n_experts = state[_key(prefix, "n_experts")]
     k_key = _key(prefix, "top_k")
     _keep_k_across_forced(prefix, router, n_experts)
     state[k_key] = min(max(1, state[k_key]), n_experts)
-    if n_experts == 1 or router in FORCED_TOP_K or router in ("dense", "soft"):
-        why = {"switch": "the switch router is top-1", "dense": "the dense mixture runs every expert",
-               "gshard_top2": "GShard's router is top-2; its 2nd expert is kept at random, with probability "
-                              "2·g₂ (its normalized weight g₂), in training",
-               "soft": "Soft MoE mixes every expert's slots"}.get(router, "there is only one expert")
+    if n_experts == 1 or info_r.forced_top_k is not None or info_r.every_expert:
+        why = info_r.k_caption or "there is only one expert"
         if show("top_k"):
-            k_shown = f"all {n_experts}" if router in ("dense", "soft") and n_experts > 1 else state[k_key]
-            st.caption(f"Top-k: {k_shown} ({why})")
+            k_shown = f"all {n_experts}" if info_r.every_expert and n_experts > 1 else state[k_key]
+            st.caption(f"{_label('top_k')}: {k_shown} ({why})")
     else:
-        control("top_k", lambda: st.slider("Top-k", 1, n_experts, **kw("top_k")))
+        control("top_k", lambda: _slider("top_k", 1, n_experts, **kw("top_k")))
 
     def capacity() -> None:
         limit = st.toggle("Limit expert capacity", key=_key(prefix, "limit_capacity"),
                           disabled=kw("capacity_factor")["disabled"],
                           help="Off = dropless: every token reaches its experts however unbalanced.")
         if limit:
-            st.slider("Capacity factor", 0.25, 4.0, step=0.05, **kw("capacity_factor"))
+            _slider("capacity_factor", **kw("capacity_factor"))
 
     control("capacity_factor", capacity)
     if state[_key(prefix, "limit_capacity")]:  # who keeps a slot matters only when slots can run out
-        control("overflow_policy", lambda: st.radio("Overflow priority", ["position", "probability"],
+        control("overflow_policy", lambda: st.radio(_label("overflow_policy"),
+                                                    list(CONTROL_BY_FIELD["overflow_policy"].choices),
                                                     horizontal=True, **kw("overflow_policy")))
 
     # ---- balancing -----------------------------------------------------------------------------------
     st.subheader("Balancing", divider="gray")
-    for field, label, steps in (("aux_loss_coef", "Balancing loss", AUX_STEPS), ("z_loss_coef", "Router z-loss",
-                                                                                    Z_STEPS)):
-        control(field, lambda f=field, lb=label, sp=steps: st.select_slider(
-            lb, _with(sp, state[_key(prefix, f)]), format_func=lambda v: f"{v:g}", **kw(f)))
+    for field in ("aux_loss_coef", "z_loss_coef"):
+        control(field, lambda f=field: _marks(f, state[_key(prefix, f)], **kw(f)))
     if router == "gshard_top2":  # the router reads neither: its randomness is the draw of the 2nd expert
         if show("router_noise") or show("normalize_topk"):
             st.caption("GShard's router always renormalizes its two gates and adds no noise: its randomness is "
                        "the draw that keeps the 2nd expert.")
     else:
-        control("router_noise", lambda: st.slider("Router noise", 0.0, 1.0, step=0.01, **kw("router_noise")))
+        control("router_noise", lambda: _slider("router_noise", **kw("router_noise")))
     if router == "sigmoid_bias":
-        control("bias_update_rate", lambda: st.select_slider(
-            "Bias update rate", _with(BIAS_STEPS, state[_key(prefix, "bias_update_rate")]),
-            format_func=lambda v: f"{v:g}", **kw("bias_update_rate")))
+        control("bias_update_rate", lambda: _marks("bias_update_rate", state[_key(prefix, "bias_update_rate")],
+                                                   **kw("bias_update_rate")))
     if router != "gshard_top2":
-        control("normalize_topk", lambda: st.toggle(CONTROL_BY_FIELD["normalize_topk"].label,
-                                                    **kw("normalize_topk")))
+        control("normalize_topk", lambda: st.toggle(_label("normalize_topk"), **kw("normalize_topk")))
     if router in BF16_ROUTERS:  # the others compute their router in float32 only (moe_core.layer.config)
-        control("router_dtype", lambda: st.radio(CONTROL_BY_FIELD["router_dtype"].label,
+        control("router_dtype", lambda: st.radio(_label("router_dtype"),
                                                  list(CONTROL_BY_FIELD["router_dtype"].choices), horizontal=True,
                                                  **kw("router_dtype")))
 
     # ---- model and training ---------------------------------------------------------------------------
     st.subheader("Model and training", divider="gray")
-    control("n_shared_experts", lambda: st.slider("Shared experts", 0, 4, **kw("n_shared_experts")))
-    control("expert_hidden", lambda: st.select_slider(
-        "Expert width", _with(HIDDEN_STEPS, state[_key(prefix, "expert_hidden")]), **kw("expert_hidden")))
-    control("n_layers", lambda: st.slider("Layers", 1, 4, **kw("n_layers")))
-    control("lr", lambda: st.select_slider("Learning rate", _with(LR_STEPS, state[_key(prefix, "lr")]),
-                                           format_func=lambda v: f"{v:g}", **kw("lr")))
-    control("batch_size", lambda: st.select_slider(
-        "Batch size", _with(BATCH_STEPS, state[_key(prefix, "batch_size")]), **kw("batch_size")))
+    control("n_shared_experts", lambda: _slider("n_shared_experts", **kw("n_shared_experts")))
+    control("expert_hidden", lambda: _marks("expert_hidden", state[_key(prefix, "expert_hidden")],
+                                            **kw("expert_hidden")))
+    control("n_layers", lambda: _slider("n_layers", **kw("n_layers")))
+    control("lr", lambda: _marks("lr", state[_key(prefix, "lr")], **kw("lr")))
+    control("batch_size", lambda: _marks("batch_size", state[_key(prefix, "batch_size")], **kw("batch_size")))
 
     _apply_widgets(sess, prefix)
 
@@ -221,8 +218,7 @@ def _keep_k_across_forced(prefix: str, router: str, n_experts: int) -> None:
         forced = FORCED_TOP_K.get(by, 1)
         if state[k_key] == forced and k != forced:
             state[k_key] = k
-            name = {"switch": "switch", "gshard_top2": "GShard top-2"}.get(by, by)
-            note_once(f"Top-k is back to {k}: the {name} router had set it to {forced}.")
+            note_once(f"Top-k is back to {k}: the {ROUTER_INFO[by].short} router had set it to {forced}.")
 
 
 @once_per_click
@@ -277,6 +273,6 @@ def _apply_widgets(sess: PlaygroundSession, prefix: str) -> None:
 def render_speed(sess: PlaygroundSession, prefix: str = "ctl") -> None:
     key = _key(prefix, "steps_per_tick")
     st.session_state.setdefault(key, sess.settings.steps_per_tick)
-    st.slider("Speed (steps per tick)", 1, 200, key=key, help=CONTROL_BY_FIELD["steps_per_tick"].help)
+    _slider("steps_per_tick", key=key, help=CONTROL_BY_FIELD["steps_per_tick"].help)
     if st.session_state[key] != sess.settings.steps_per_tick:
         sess.apply(PlaygroundSettings(**{**vars(sess.settings), "steps_per_tick": st.session_state[key]}))

@@ -9,22 +9,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from moe_core.layer.config import BF16_ROUTERS, CAUSAL_ROUTERS, OVERFLOW_POLICIES, ROUTER_DTYPES, ROUTERS, MoEConfig
+from moe_core.layer.config import (
+    BF16_ROUTERS,
+    CAUSAL_ROUTERS,
+    LIVE_FIELDS,
+    OVERFLOW_POLICIES,
+    ROUTER_DTYPES,
+    ROUTER_INFO,
+    ROUTERS,
+    MoEConfig,
+    RouterInfo,
+)
 from moe_core.training.datasets import DATASETS, DataConfig
 from moe_core.training.models import ModelConfig
-from moe_core.training.trainer import TrainConfig
+from moe_core.training.trainer import TRAIN_LIVE_FIELDS, TrainConfig
 
 D_MODEL = 64  # width of the playground's models (fixed: it is not what the lessons are about)
 LM_CONTEXT = 64  # characters per window for the language model
 LM_HEADS = 4
+PACE_FIELDS = frozenset({"steps_per_tick"})  # read by the session between ticks, never by the model or trainer
+# settings that apply between steps: the layer's and the trainer's live fields (same names here), and the pace
+LIVE_SETTINGS = LIVE_FIELDS | TRAIN_LIVE_FIELDS | PACE_FIELDS
 
 
 @dataclass(frozen=True)
 class Control:
-    """One control: its settings field, URL key, kind and range. Shown by the UI, used by the parser."""
+    """One control: its settings field, URL key, kind and range. Shown by the UI, used by the parser.
+
+    step: a slider's step; marks: a select-slider's values (a value set by URL between two marks is added)."""
 
     field: str
     url: str  # query-parameter name
@@ -33,14 +48,21 @@ class Control:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
-    resets: bool = True  # changing it rebuilds the model (shapes, data or seed change)
     help: str = ""
+    step: float | None = None
+    marks: tuple[float, ...] = ()
+
+    @property
+    def resets(self) -> bool:
+        """Changing it rebuilds the model (shapes, data or seed change): not a layer, trainer or pace live field."""
+        return self.field not in LIVE_SETTINGS
 
 
 CONTROLS: tuple[Control, ...] = (
     Control("dataset", "dataset", "Dataset", "choice", choices=tuple(DATASETS),
             help="What the model learns: 2-D points, a multi-regime curve, or a stream of characters."),
-    Control("noise", "noise", "Noise", "float", 0.0, 1.0, help="How noisy the generated points are."),
+    Control("noise", "noise", "Noise", "float", 0.0, 1.0, step=0.05,
+            help="How noisy the generated points are."),
     Control("n_classes", "classes", "Classes", "int", 2, 8, help="Classes (blobs, rings) or arms (spirals)."),
     Control("seed", "seed", "Seed", "int", 0, 999_999, help="Same seed and settings give the same run, step by step."),
     Control("router", "router", "Router", "choice", choices=ROUTERS,
@@ -48,32 +70,37 @@ CONTROLS: tuple[Control, ...] = (
     Control("n_experts", "experts", "Experts", "int", 1, 64, help="How many expert networks the layer has (E)."),
     Control("top_k", "top_k", "Top-k", "int", 1, 64,
             help="How many experts each token uses (k): the sparsity. With expert choice, the average per token."),
-    Control("capacity_factor", "capacity", "Capacity factor", "optional_float", 0.25, 4.0, resets=False,
+    Control("capacity_factor", "capacity", "Capacity factor", "optional_float", 0.25, 4.0, step=0.05,
             help="Slots per expert C = ceil(cf x k x T / E); tokens beyond C are dropped. 'none' = no limit."),
-    Control("overflow_policy", "overflow", "Overflow priority", "choice", choices=OVERFLOW_POLICIES, resets=False,
+    Control("overflow_policy", "overflow", "Overflow priority", "choice", choices=OVERFLOW_POLICIES,
             help="Who keeps a slot when an expert is full: earlier tokens, or the most confident ones."),
-    Control("aux_loss_coef", "aux", "Balancing loss", "float", 0.0, 1.0, resets=False,
+    Control("aux_loss_coef", "aux", "Balancing loss", "float", 0.0, 1.0,
+            marks=(0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0),
             help="Weight of the load-balancing loss that pushes the router to spread tokens evenly."),
-    Control("z_loss_coef", "z", "Router z-loss", "float", 0.0, 0.1, resets=False,
+    Control("z_loss_coef", "z", "Router z-loss", "float", 0.0, 0.1, marks=(0.0, 1e-4, 1e-3, 1e-2, 0.1),
             help="Weight of the z-loss that keeps router logits small and training stable (ST-MoE)."),
-    Control("router_noise", "router_noise", "Router noise", "float", 0.0, 1.0, resets=False,
+    Control("router_noise", "router_noise", "Router noise", "float", 0.0, 1.0, step=0.01,
             help="Training-time noise on the router's input (jitter) or on the Soft MoE logits."),
-    Control("router_dtype", "router_dtype", "Router precision", "choice", choices=ROUTER_DTYPES, resets=False,
+    Control("router_dtype", "router_dtype", "Router precision", "choice", choices=ROUTER_DTYPES,
             help="Number format of the router's logits and softmax: float32 (Switch's selective precision) or "
                  "bfloat16, as plain mixed-precision training would compute them. Softmax top-k routers only."),
-    Control("normalize_topk", "normalize", "Renormalize top-k", "bool", resets=False,
+    Control("normalize_topk", "normalize", "Renormalize top-k", "bool",
             help="Rescale the k chosen weights to sum to 1 (Mixtral) or keep the raw probabilities."),
-    Control("bias_update_rate", "bias_rate", "Bias update rate", "float", 0.0, 0.1, resets=False,
+    Control("bias_update_rate", "bias_rate", "Bias update rate", "float", 0.0, 0.1,
+            marks=(0.0, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1),
             help="sigmoid_bias only: how fast the loss-free bias balances the load (DeepSeek-V3: 0.001, then 0 "
                  "for its last 500B tokens)."),
     Control("n_shared_experts", "shared", "Shared experts", "int", 0, 4,
             help="Experts every token always uses, on top of the routed ones (DeepSeekMoE)."),
-    Control("lr", "lr", "Learning rate", "float", 1e-5, 100.0, resets=False, help="Step size of the optimizer."),
-    Control("batch_size", "batch", "Batch size", "int", 16, 1024,
+    Control("lr", "lr", "Learning rate", "float", 1e-5, 100.0,
+            marks=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
+            help="Step size of the optimizer."),
+    Control("batch_size", "batch", "Batch size", "int", 16, 1024, marks=(16, 32, 64, 128, 256, 512, 1024),
             help="Tokens per training step (T in the capacity formula)."),
-    Control("expert_hidden", "hidden", "Expert width", "int", 4, 256, help="Hidden units of each expert."),
+    Control("expert_hidden", "hidden", "Expert width", "int", 4, 256, marks=(4, 8, 16, 32, 64, 128, 256),
+            help="Hidden units of each expert."),
     Control("n_layers", "layers", "Layers", "int", 1, 4, help="How many MoE blocks are stacked."),
-    Control("steps_per_tick", "speed", "Speed (steps per tick)", "int", 1, 200, resets=False,
+    Control("steps_per_tick", "speed", "Speed (steps per tick)", "int", 1, 200,
             help="Training steps between two redraws."),
 )
 CONTROL_BY_FIELD = {c.field: c for c in CONTROLS}
@@ -175,25 +202,23 @@ class PlaygroundSettings:
 
     @classmethod
     def coerce(cls, values: dict[str, Any]) -> tuple[PlaygroundSettings, list[str]]:
-        """Fix combinations that cannot work together (top_k > experts, switch with k > 1, gshard_top2 with
-        k != 2, a non-causal router on text), saying what was changed."""
+        """Fix combinations that cannot work together (top_k > experts, a router whose paper fixes k or needs
+        more experts: the rules of moe_core.layer.config's ROUTER_CATALOGUE; a non-causal router on text), saying
+        what was changed."""
         default = cls()
         v = dict(values)
         notes = []
+        router = ROUTER_INFO.get(v["router"])
+        if router is not None and v["n_experts"] < router.min_experts:
+            notes.append(min_experts_note(router))
+            v["n_experts"] = router.min_experts
         if v["top_k"] > v["n_experts"]:
             new_k = min(default.top_k, v["n_experts"])
             notes.append(f"top-k {v['top_k']} is more than the {v['n_experts']} experts; top-k set to {new_k}.")
             v["top_k"] = new_k
-        if v["router"] == "switch" and v["top_k"] != 1:
-            notes.append("The switch router sends each token to exactly one expert; top-k set to 1.")
-            v["top_k"] = 1
-        if v["router"] == "gshard_top2":  # GShard's gating is top-2: two different experts per token
-            if v["n_experts"] < 2:
-                notes.append("GShard's top-2 router needs at least 2 experts; experts set to 2.")
-                v["n_experts"] = 2
-            if v["top_k"] != 2:
-                notes.append("GShard's router is top-2 (its 2nd expert kept at random); top-k set to 2.")
-                v["top_k"] = 2
+        if router is not None and router.forced_top_k is not None and v["top_k"] != router.forced_top_k:
+            notes.append(f"{router.forced_why[0].upper()}{router.forced_why[1:]}; top-k set to {router.forced_top_k}.")
+            v["top_k"] = router.forced_top_k
         if DATASETS[v["dataset"]].task == "language" and v["router"] not in CAUSAL_ROUTERS:
             notes.append(f"The '{v['router']}' router is non-causal and cannot run in the language model; "
                          f"router set to {default.router}.")
@@ -211,6 +236,12 @@ class PlaygroundSettings:
             return cls(**v), notes
         except ValueError as err:
             return cls(), [*notes, f"{err}; all settings reset to defaults."]
+
+
+def min_experts_note(router: RouterInfo) -> str:
+    """The notice shown when the experts are raised to what `router` needs (the URL parser and the sidebar)."""
+    m = router.min_experts
+    return f"The {router.short} router needs at least {m} experts; experts set to {m}."
 
 
 def validate(values: Mapping[str, Any]) -> list[str]:
@@ -302,8 +333,3 @@ def _short(text: Any, limit: int = 40) -> str:
 
 def settings_fields() -> list[str]:
     return [f.name for f in fields(PlaygroundSettings)]
-
-
-def with_changes(settings: PlaygroundSettings, **changes: Any) -> PlaygroundSettings:
-    """A validated copy (raises ValueError with the field's message)."""
-    return replace(settings, **changes)
