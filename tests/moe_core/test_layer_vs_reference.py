@@ -2,7 +2,7 @@
 
 Every router, with and without capacity limits, both overflow policies, with shared experts, in float64
 (exact comparisons) and float32, with the training noise drawn once and handed
-to both implementations; each case on the three paths of the kernel_path fixture.
+to both implementations; each case on both paths of the kernel_path fixture (accelerated, readable).
 """
 
 from __future__ import annotations
