@@ -102,6 +102,11 @@ class MoEConfig(DictRoundTrip):
     bias_update_rate: float = 1e-3  # sigmoid_bias: bias step per optimizer step (DeepSeek-V3 uses 1e-3)
     slots_per_expert: int = 4  # soft: learned slots per expert (Soft MoE's p)
     router_dtype: str = "float32"  # precision of the router logits and softmax: one of ROUTER_DTYPES
+    # what real models need to be reproduced exactly (tests/moe_core/test_hf_families.py); no app control sets them
+    n_group: int = 1  # sigmoid_bias: DeepSeek-V3's expert groups (1 = no grouping) ...
+    topk_group: int = 1  # ... of which each token may use its topk_group best (DeepSeek-V3: 8 and 4)
+    routed_scaling_factor: float = 1.0  # sigmoid_bias: routed gates times this (DeepSeek-V3: 2.5)
+    shared_expert_gate: bool = False  # Qwen2-MoE: shared experts' output times sigmoid(x W_sg), W_sg (1, d)
 
     def __post_init__(self) -> None:
         check_int(self, "d_model", 1, MAX_D_MODEL)
@@ -134,6 +139,35 @@ class MoEConfig(DictRoundTrip):
                 f"router_dtype='bfloat16' is not allowed with router '{self.router}': the bfloat16 router is built "
                 f"for the softmax top-k routers ({', '.join(BF16_ROUTERS)}); use router_dtype='float32'"
             )
+        self._check_real_model_fields()
+
+    def _check_real_model_fields(self) -> None:
+        """DeepSeek-V3's group-limited routing (arXiv:2412.19437, §2.1.2, and transformers' DeepseekV3TopkRouter:
+        E experts in n_group groups of E / n_group; a group scores the sum of its two best biased scores; a token
+        chooses its top-k among the experts of its topk_group best groups), its routed_scaling_factor, and
+        Qwen2-MoE's gated shared expert (transformers' Qwen2MoeSparseMoeBlock.shared_expert_gate)."""
+        check_int(self, "n_group", 1, self.n_experts)
+        check_int(self, "topk_group", 1, self.n_group)
+        check_float(self, "routed_scaling_factor", 0.0, 100.0, low_open=True)
+        check_bool(self, "shared_expert_gate")
+        deepseek = {"n_group": self.n_group != 1, "topk_group": self.topk_group != 1,
+                    "routed_scaling_factor": self.routed_scaling_factor != 1.0}
+        for name, used in deepseek.items():
+            if used and self.router != "sigmoid_bias":
+                raise ValueError(f"{name}={getattr(self, name)} is not allowed with router '{self.router}': it is "
+                                 "DeepSeek-V3's rule, for router 'sigmoid_bias' only")
+        if self.n_group > 1:
+            per_group = self.n_experts // self.n_group
+            if self.n_experts % self.n_group or per_group < 2:
+                raise ValueError(f"n_group={self.n_group} is not allowed with n_experts={self.n_experts}: the "
+                                 "experts split into n_group equal groups of at least 2 (a group scores the sum "
+                                 "of its two best experts)")
+            if self.top_k > self.topk_group * per_group:
+                raise ValueError(f"top_k={self.top_k} is not allowed with topk_group={self.topk_group} groups of "
+                                 f"{per_group} experts: a token chooses among {self.topk_group * per_group}")
+        if self.shared_expert_gate and self.n_shared_experts == 0:
+            raise ValueError("shared_expert_gate=True is not allowed with n_shared_experts=0: it gates the shared "
+                             "experts' output (Qwen2-MoE); set n_shared_experts >= 1")
 
     @property
     def is_causal(self) -> bool:

@@ -1,6 +1,7 @@
 """MoELayer: route each token to a few SwiGLU experts, run them, and mix their outputs.
 
     y_t = sum over t's kept slots j of  g_tj * E_{e_tj}(x_t)        (+ shared experts, DeepSeekMoE)
+                                                                     (gated by sigmoid(x_t W_sg) in Qwen2-MoE)
 
 in the shape of Mixtral's sparse MoE block (Jiang et al. 2024, arXiv:2401.04088), with GShard's expert capacity
 (Lepikhin et al. 2020, arXiv:2006.16668):
@@ -54,6 +55,8 @@ class MoELayer(nn.Module):
         hidden_shared = config.n_shared_experts * config.expert_hidden
         # n shared SwiGLU experts summed = one SwiGLU with n times the hidden width
         self.shared = SwiGLU(config.d_model, hidden_shared) if hidden_shared else None
+        # Qwen2-MoE scales the shared experts' output per token by sigmoid(x W_sg), W_sg (1, d)
+        self.shared_gate = nn.Linear(config.d_model, 1, bias=False) if config.shared_expert_gate else None
 
     def forward(
         self, x: torch.Tensor, token_ids: torch.Tensor | None = None, noise: torch.Tensor | None = None
@@ -67,7 +70,10 @@ class MoELayer(nn.Module):
         accelerated = accelerator.forward(self, x, noise)  # None where it does not apply
         y, info = accelerated if accelerated is not None else self.route_and_mix(x, token_ids, noise)
         if self.shared is not None:  # DeepSeekMoE's shared experts see every token
-            y = y + self.shared(x)
+            shared = self.shared(x)  # (T, d)
+            if self.shared_gate is not None:
+                shared = torch.sigmoid(self.shared_gate(x)) * shared  # (T, 1) * (T, d)
+            y = y + shared
         return y.reshape(shape), info
 
     def route_and_mix(self, x: torch.Tensor, token_ids: torch.Tensor | None, noise: torch.Tensor | None

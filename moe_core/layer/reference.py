@@ -56,12 +56,15 @@ def naive_moe(
         if cfg.router == "sigmoid_bias":
             scores = torch.sigmoid(logits)
             probs_rows.append(scores / scores.sum())
-            order = sorted(range(E), key=lambda e: -(scores[e].item() + layer.router.bias[e].item()))[:k]
+            biased = [scores[e].item() + layer.router.bias[e].item() for e in range(E)]
+            allowed = _best_groups(biased, cfg.n_group, cfg.topk_group)
+            order = sorted(allowed, key=lambda e: -biased[e])[:k]
             if not cfg.normalize_topk:
                 total = scores.sum()  # s' = s / sum over all experts
             else:
                 total = sum(scores[e] for e in order) if k > 1 else 1.0
-            choices.append([(e, scores[e] / total, scores[e].item()) for e in order])
+            scale = cfg.routed_scaling_factor
+            choices.append([(e, scores[e] / total * scale, scores[e].item()) for e in order])
             continue
         p = torch.softmax(logits, dim=0)
         probs_rows.append(p)
@@ -110,8 +113,7 @@ def naive_moe(
         for j, (e, w, _) in enumerate(choices[t]):
             if kept[(t, j)]:
                 yt = yt + w * layer.experts.expert(e, x[t : t + 1])[0]
-        if layer.shared is not None:
-            yt = yt + layer.shared(x[t : t + 1])[0]
+        yt = yt + _shared(layer, x[t])
         rows.append(yt)
         slots = enumerate(choices[t])
         decisions.append([(e, float(torch.as_tensor(w).detach()), kept[(t, j)]) for j, (e, w, _) in slots])
@@ -137,6 +139,26 @@ def naive_moe(
         ]
         aux = aux + cfg.aux_loss_coef * (_cv2(importance) + _cv2(load))
     return y, aux, decisions
+
+
+def _best_groups(biased: list[float], n_group: int, topk_group: int) -> list[int]:
+    """DeepSeek-V3's group limit: the experts of the topk_group groups whose two best biased scores sum highest
+    (experts g*E/G ... (g+1)*E/G - 1 form group g; ties go to the lower group)."""
+    size = len(biased) // n_group
+    groups = [list(range(g * size, (g + 1) * size)) for g in range(n_group)]
+    group_score = [sum(sorted((biased[e] for e in members), reverse=True)[:2]) for members in groups]
+    best = sorted(range(n_group), key=lambda g: -group_score[g])[:topk_group]
+    return [e for g in sorted(best) for e in groups[g]]
+
+
+def _shared(layer: MoELayer, xt: torch.Tensor) -> torch.Tensor | float:
+    """The shared experts on one token (0 without them), times Qwen2-MoE's sigmoid(x W_sg) where gated."""
+    if layer.shared is None:
+        return 0.0
+    out = layer.shared(xt[None])[0]
+    if layer.shared_gate is not None:
+        out = torch.sigmoid(xt @ layer.shared_gate.weight[0]) * out
+    return out
 
 
 def _bucket(layer: MoELayer, xt: torch.Tensor, token_id: int | None) -> int:
@@ -192,7 +214,5 @@ def _naive_soft(layer: MoELayer, x: torch.Tensor, noise):
     for t in range(T):
         weights = torch.softmax(logits[t], dim=0)  # over slots
         yt = sum(weights[s] * slot_out[s] for s in range(S))
-        if layer.shared is not None:
-            yt = yt + layer.shared(x[t : t + 1])[0]
-        rows.append(yt)
+        rows.append(yt + _shared(layer, x[t]))
     return torch.stack(rows), torch.zeros((), dtype=x.dtype), [[] for _ in range(T)]
