@@ -27,17 +27,11 @@ from torch import nn
 
 import moe_core.accelerator as accelerator
 from moe_core.layer.capacity import SlotAssignment, assign_slots, expert_capacity
-from moe_core.layer.config import MoEConfig
+from moe_core.layer.config import LIVE_FIELDS, MoEConfig
 from moe_core.layer.experts import SwiGLU, SwiGLUExperts
 from moe_core.layer.routers import build_router
 from moe_core.layer.routers.base import RouterOutput
 from moe_core.layer.routing_info import RoutingInfo
-
-# config fields that can change between steps without rebuilding the layer
-LIVE_FIELDS = frozenset(
-    {"capacity_factor", "overflow_policy", "aux_loss_coef", "z_loss_coef", "router_noise", "bias_update_rate",
-     "normalize_topk", "router_dtype"}
-)
 
 
 class MoELayer(nn.Module):
