@@ -8,7 +8,7 @@ No Streamlit anywhere in this package: the app observes it, never the other way 
 """
 
 from moe_core.layer import CAUSAL_ROUTERS, OVERFLOW_POLICIES, ROUTERS, MoEConfig, MoELayer, RoutingInfo, expert_capacity
-from moe_core.layer.moe_layer import LIVE_FIELDS
+from moe_core.layer.config import LIVE_FIELDS
 
 __all__ = [
     "CAUSAL_ROUTERS",

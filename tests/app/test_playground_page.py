@@ -8,7 +8,9 @@ import pytest
 from apptools import fresh, metric, warnings_text
 from streamlit.testing.v1 import AppTest
 
-from moe_core.training.settings import PlaygroundSettings
+from moe_core.layer.config import ROUTER_CATALOGUE
+from moe_core.training.datasets import DATASETS
+from moe_core.training.settings import CONTROL_BY_FIELD, CONTROLS, PlaygroundSettings
 
 
 def session(at: AppTest):
@@ -185,3 +187,29 @@ def test_repeated_steps_show_the_newest_step_and_the_timeline_scrubs_back():
     timeline = next(s for s in at.select_slider if s.key == "play_timeline")
     timeline.set_value(4).run()
     assert metric(at, "Step") == "4"
+
+
+def test_widget_ranges_and_labels_come_from_controls():
+    """Sliders span their control's range and step, select-sliders offer its marks, labels are its label, and the
+    Router box shows the router catalogue's labels (moe_core/layer/config.py)."""
+    at = fresh({"router": "sigmoid_bias", "capacity": "1.25"})  # sigmoid_bias: the bias-rate control is shown
+    by_label = {c.label: c for c in CONTROLS}
+    by_label["Arms"] = CONTROL_BY_FIELD["n_classes"]  # the spirals' name for classes
+    arms_low = DATASETS["spirals"].n_classes_range[0]
+    narrowed = {"Arms": (arms_low, 8), "Top-k": (1, 8)}  # the data set's arm range; k <= the 8 experts
+    sliders = [s for s in at.slider if s.label in by_label]
+    assert {s.label for s in sliders} >= {"Noise", "Arms", "Experts", "Top-k", "Capacity factor", "Router noise",
+                                          "Shared experts", "Layers", "Speed (steps per tick)"}
+    for s in sliders:
+        c = by_label[s.label]
+        assert (s.min, s.max) == narrowed.get(s.label, (c.low, c.high)), s.label
+        if c.step is not None:
+            assert s.step == pytest.approx(c.step), s.label
+    marks = [s for s in at.select_slider if s.label in by_label]
+    assert {s.label for s in marks} == {"Balancing loss", "Router z-loss", "Bias update rate", "Expert width",
+                                        "Learning rate", "Batch size"}
+    for s in marks:
+        c = by_label[s.label]
+        assert len(s.options) == len(c.marks), s.label
+    router_box = next(s for s in at.selectbox if s.label == CONTROL_BY_FIELD["router"].label)
+    assert router_box.options == [r.label for r in ROUTER_CATALOGUE]

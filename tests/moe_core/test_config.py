@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moe_core import ROUTERS, MoEConfig
+from moe_core.layer.config import CAUSAL_ROUTERS, FORCED_TOP_K, LIVE_FIELDS, ROUTER_CATALOGUE
 
 
 @pytest.mark.parametrize(
@@ -99,3 +101,45 @@ def test_round_trip_through_json_is_exact(cfg):
     again = MoEConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
     assert again.to_dict() == cfg.to_dict()
+
+
+def _readme_router_rows() -> list[tuple[str, str, str]]:
+    """The README's router table, as (name, paper, what it does) rows."""
+    lines = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| router | paper | what it does |") + 2  # skip the |---| row
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        name, paper, does = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((name.strip("`"), paper, does))
+    return rows
+
+
+def test_readme_lists_exactly_the_catalogues_routers_and_citations():
+    assert _readme_router_rows() == [(r.name, r.paper, r.does) for r in ROUTER_CATALOGUE]
+
+
+def test_the_catalogue_is_the_one_source_of_router_facts():
+    assert tuple(r.name for r in ROUTER_CATALOGUE) == ROUTERS
+    assert FORCED_TOP_K == {"switch": 1, "gshard_top2": 2}
+    assert set(CAUSAL_ROUTERS) == set(ROUTERS) - {"expert_choice", "soft"}
+    for r in ROUTER_CATALOGUE:
+        assert r.every_expert or r.forced_top_k is not None or not r.k_caption, r.name
+        assert r.k_caption or not (r.every_expert or r.forced_top_k is not None), r.name
+
+
+@pytest.mark.parametrize("router", [r for r in ROUTER_CATALOGUE if r.forced_top_k is not None], ids=str)
+def test_a_router_whose_paper_fixes_k_refuses_another_k_and_too_few_experts(router):
+    MoEConfig(router=router.name, top_k=router.forced_top_k)
+    with pytest.raises(ValueError, match=f"top_k must be {router.forced_top_k}"):
+        MoEConfig(router=router.name, top_k=router.forced_top_k % 2 + 1)
+    if router.min_experts > 1:
+        with pytest.raises(ValueError, match=f"n_experts must be at least {router.min_experts}"):
+            MoEConfig(router=router.name, n_experts=router.min_experts - 1, top_k=1)
+
+
+def test_the_layer_uses_the_configs_live_fields():
+    from moe_core.layer import moe_layer
+
+    assert moe_layer.LIVE_FIELDS == LIVE_FIELDS  # the layer imports them from config.py

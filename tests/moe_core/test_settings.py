@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moe_core.training.settings import CONTROL_BY_URL, CONTROLS, PlaygroundSettings
+from moe_core.layer.config import LIVE_FIELDS, ROUTERS, MoEConfig
+from moe_core.training.settings import CONTROL_BY_URL, CONTROLS, PACE_FIELDS, PlaygroundSettings
+from moe_core.training.trainer import TRAIN_LIVE_FIELDS, TrainConfig, Trainer
 
 
 def test_defaults_make_an_empty_url():
@@ -107,3 +110,64 @@ def test_round_trip_is_exact(s):
     again, warnings = PlaygroundSettings.from_query_params(s.to_query_params())
     assert warnings == [] and again == s
     assert math.isfinite(again.lr)
+
+
+def _another_value(c, base):
+    """A valid value of control `c` other than its value in `base` (and compatible with base's other values)."""
+    current = getattr(base, c.field)
+    if c.kind == "bool":
+        return not current
+    if c.kind == "choice":
+        return next(v for v in c.choices if v != current and v not in ("expert_choice", "soft"))
+    if c.marks:
+        return next(v for v in c.marks if v != current)
+    if c.kind == "optional_float":
+        return 1.0
+    return next(v for v in (c.low, c.low + 1, c.high) if v != current)
+
+
+@pytest.mark.parametrize("c", CONTROLS, ids=lambda c: c.field)
+def test_every_controls_reset_rule_is_what_the_trainer_and_layer_accept(c):
+    """Control.resets is derived from LIVE_FIELDS and TRAIN_LIVE_FIELDS: check it against a real trainer, and that
+    each live settings field sets the config field of the same name."""
+    assert c.resets == (c.field not in LIVE_FIELDS | TRAIN_LIVE_FIELDS | PACE_FIELDS)
+    base = PlaygroundSettings(batch_size=16, expert_hidden=4, n_experts=2, top_k=1)
+    changed = PlaygroundSettings(**{**vars(base), c.field: _another_value(c, base)})
+    assert changed.resets_from(base) == ([c.field] if c.resets else [])
+    if c.field in PACE_FIELDS:
+        return
+    trainer = Trainer(*base.to_configs())
+    if c.resets:
+        if c.field in {f.name for f in fields(MoEConfig)} | {f.name for f in fields(TrainConfig)}:
+            with pytest.raises(ValueError, match="cannot change during training"):
+                trainer.set_hyperparameters(**{c.field: getattr(changed, c.field)})
+        return
+    trainer.set_hyperparameters(**{c.field: getattr(changed, c.field)})
+    model, _, train = changed.to_configs()
+    config = train if c.field in TRAIN_LIVE_FIELDS else model.moe
+    assert getattr(config, c.field) == getattr(changed, c.field)
+    assert getattr(trainer.model_config.moe if config is model.moe else trainer.train_config, c.field) == \
+        getattr(changed, c.field)
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_coerce_follows_moeconfig_rules_for_every_router_experts_and_k(router):
+    """The k/E rules live in MoEConfig (moe_core.layer.config); coerce fixes any combination into one it accepts,
+    and leaves alone every combination it accepts."""
+    for n_experts in (1, 2, 3, 4):
+        for top_k in (1, 2, 3, 4):
+            values = {**vars(PlaygroundSettings()), "router": router, "n_experts": n_experts, "top_k": top_k}
+            settings, notes = PlaygroundSettings.coerce(values)
+            settings.to_configs()  # MoEConfig accepts it
+            try:
+                MoEConfig(router=router, n_experts=n_experts, top_k=top_k)
+            except ValueError:
+                assert notes, f"{router}, E={n_experts}, k={top_k} was changed without a note"
+            else:
+                assert (settings.n_experts, settings.top_k) == (n_experts, top_k) and not notes
+
+
+def test_widget_marks_lie_in_their_controls_range():
+    for c in CONTROLS:
+        assert all(c.low <= m <= c.high for m in c.marks), c.field
+        assert c.step is None or c.kind in ("float", "optional_float"), c.field
