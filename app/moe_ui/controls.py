@@ -16,7 +16,13 @@ import streamlit as st
 from moe_core.layer.config import BF16_ROUTERS, CAUSAL_ROUTERS, FORCED_TOP_K, ROUTER_CATALOGUE, ROUTER_INFO, ROUTERS
 from moe_core.training.datasets import DATASETS, CSVError, parse_points_csv
 from moe_core.training.session import PlaygroundSession
-from moe_core.training.settings import CONTROL_BY_FIELD, PlaygroundSettings, min_experts_note, settings_fields
+from moe_core.training.settings import (
+    CONTROL_BY_FIELD,
+    PlaygroundSettings,
+    min_experts_note,
+    non_causal_note,
+    settings_fields,
+)
 from moe_ui.state import note_once, once_per_click
 
 ROUTER_LABELS = {r.name: r.label for r in ROUTER_CATALOGUE}  # the catalogue's labels (Reference page too)
@@ -132,14 +138,14 @@ def render_controls(
     st.subheader("Routing", divider="gray")
     allowed = CAUSAL_ROUTERS if info.task == "language" else ROUTERS
     if state[_key(prefix, "router")] not in allowed:
-        note_once(f"The {state[_key(prefix, 'router')]} router is non-causal and cannot run a language model; "
-                  "switched to softmax top-k.")
-        state[_key(prefix, "router")] = "softmax_topk"
+        note_once(non_causal_note(state[_key(prefix, "router")]))
+        state[_key(prefix, "router")] = PlaygroundSettings().router
     control("router", lambda: st.selectbox(_label("router"), list(allowed), format_func=ROUTER_LABELS.get,
                                                  **kw("router")))
     if info.task == "language" and show("router"):
-        st.caption("Expert choice and Soft MoE are not offered here: they decide over the whole batch, so a token's "
-                   "route would depend on later characters (lesson 7).")
+        not_offered = " and ".join(r.short for r in ROUTER_CATALOGUE if not r.causal)
+        st.caption(f"{not_offered[0].upper()}{not_offered[1:]} are not offered here: they decide over the whole "
+                   "batch, so a token's route would depend on later characters (lesson 7).")
     router = state[_key(prefix, "router")]
     info_r = ROUTER_INFO[router]
     if state[_key(prefix, "n_experts")] < info_r.min_experts:  # GShard picks two different experts per token

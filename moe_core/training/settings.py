@@ -220,8 +220,7 @@ class PlaygroundSettings:
             notes.append(f"{router.forced_why[0].upper()}{router.forced_why[1:]}; top-k set to {router.forced_top_k}.")
             v["top_k"] = router.forced_top_k
         if DATASETS[v["dataset"]].task == "language" and v["router"] not in CAUSAL_ROUTERS:
-            notes.append(f"The '{v['router']}' router is non-causal and cannot run in the language model; "
-                         f"router set to {default.router}.")
+            notes.append(non_causal_note(v["router"]))
             v["router"] = default.router
         if v["router_dtype"] == "bfloat16" and v["router"] not in BF16_ROUTERS:
             notes.append(f"The bfloat16 router precision is built for the softmax top-k routers "
@@ -236,6 +235,13 @@ class PlaygroundSettings:
             return cls(**v), notes
         except ValueError as err:
             return cls(), [*notes, f"{err}; all settings reset to defaults."]
+
+
+def non_causal_note(router: str) -> str:
+    """The notice shown when a non-causal router meets the language model (the URL parser and the sidebar)."""
+    default = ROUTER_INFO[PlaygroundSettings().router].short
+    return (f"The {ROUTER_INFO[router].short} router is non-causal and cannot run a language model; "
+            f"switched to {default}.")
 
 
 def min_experts_note(router: RouterInfo) -> str:
