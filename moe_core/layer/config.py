@@ -18,6 +18,7 @@ class RouterInfo:
 
     name: str  # the value of MoEConfig.router
     label: str  # the app's label (Router box, Reference page)
+    short: str  # its name in the app's sentences ("the <short> router")
     paper: str  # the README's citation
     does: str  # the README's "what it does"
     causal: bool = True  # False: a token's route depends on the rest of the batch, no language model
@@ -34,29 +35,29 @@ class RouterInfo:
 
 
 ROUTER_CATALOGUE: tuple[RouterInfo, ...] = (
-    RouterInfo("softmax_topk", "softmax top-k (Mixtral)", "Mixtral (2024)",
+    RouterInfo("softmax_topk", "softmax top-k (Mixtral)", "softmax top-k", "Mixtral (2024)",
                "softmax over experts, keep the top k, optionally renormalize", bf16=True),
-    RouterInfo("gshard_top2", "GShard top-2 (Lepikhin 2020)", "GShard (2020), §2.2 and Algorithm 1",
+    RouterInfo("gshard_top2", "GShard top-2 (Lepikhin 2020)", "GShard top-2", "GShard (2020), §2.2 and Algorithm 1",
                "top-2, weights renormalized; the 2nd expert kept only at random, with probability 2·g₂, in training",
                forced_top_k=2, forced_why="GShard's gating is top-2 (the 2nd expert kept at random)",
                k_caption="GShard's router is top-2; its 2nd expert is kept at random, with probability 2·g₂ (its "
                          "normalized weight g₂), in training"),
-    RouterInfo("noisy_topk", "noisy top-k (Shazeer 2017)", "Shazeer et al. (2017)",
+    RouterInfo("noisy_topk", "noisy top-k (Shazeer 2017)", "noisy top-k", "Shazeer et al. (2017)",
                "learned Gaussian noise on the logits, importance and load losses"),
-    RouterInfo("switch", "switch, top-1 (Fedus 2021)", "Switch Transformer (2021)",
+    RouterInfo("switch", "switch, top-1 (Fedus 2021)", "switch", "Switch Transformer (2021)",
                "top-1, raw probability as the weight, input jitter", forced_top_k=1,
                forced_why="the Switch Transformer routes each token to exactly one expert",
                k_caption="the switch router is top-1", bf16=True),
-    RouterInfo("expert_choice", "expert choice (Zhou 2022)", "Zhou et al. (2022)",
+    RouterInfo("expert_choice", "expert choice (Zhou 2022)", "expert choice", "Zhou et al. (2022)",
                "each expert picks its top-C tokens (non-causal)", causal=False),
-    RouterInfo("hash", "hash, fixed table (Roller 2021)", "Roller et al. (2021)",
+    RouterInfo("hash", "hash, fixed table (Roller 2021)", "hash", "Roller et al. (2021)",
                "a fixed random table, nothing learned (the paper: one expert; k > 1 is ours)"),
-    RouterInfo("soft", "soft MoE (Puigcerver 2023)", "Soft MoE (2023)",
+    RouterInfo("soft", "soft MoE (Puigcerver 2023)", "Soft MoE", "Soft MoE (2023)",
                "experts process weighted averages of all tokens (non-causal)", causal=False, every_expert=True,
                k_caption="Soft MoE mixes every expert's slots"),
-    RouterInfo("sigmoid_bias", "sigmoid + bias (DeepSeek-V3)", "DeepSeek-V3 (2024)",
+    RouterInfo("sigmoid_bias", "sigmoid + bias (DeepSeek-V3)", "sigmoid + bias", "DeepSeek-V3 (2024)",
                "sigmoid scores, auxiliary-loss-free balancing bias"),
-    RouterInfo("dense", "dense soft mixture (after Jacobs 1991)",
+    RouterInfo("dense", "dense soft mixture (after Jacobs 1991)", "dense mixture",
                "Jacobs et al. (1991), trained on the blended (cooperative) error",
                "every expert runs, weighted by a softmax gate", every_expert=True,
                k_caption="the dense mixture runs every expert"),
