@@ -6,10 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from moe_core.figures.palette import FONT_SIZE, layout_dict
+from moe_core.layer.config import EVERY_EXPERT_ROUTERS
 from moe_core.training.snapshot import LayerView, Snapshot
 
 PANEL_TITLE_PX = 35  # room a panel_title needs above the plots, between them and the (sub)title
-NON_CHOICE_ROUTERS = ("dense", "soft")  # every expert processes every token: no discrete choice to mark
+NON_CHOICE_ROUTERS = EVERY_EXPERT_ROUTERS  # every expert processes every token: no discrete choice to mark
 _GROUP_KIND = {"classification": "class", "regression": "regime", "language": "domain"}
 
 

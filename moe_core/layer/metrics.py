@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from moe_core.layer.capacity import expert_capacity
-from moe_core.layer.config import MoEConfig
+from moe_core.layer.config import EVERY_EXPERT_ROUTERS, MoEConfig
 
 __all__ = [
     "expert_capacity",
@@ -247,7 +247,7 @@ def co_activation(
 # -- cost -------------------------------------------------------------------------------------------------
 def _active_experts(config: MoEConfig) -> float:
     """Routed experts that process one token, on average."""
-    if config.router in ("dense", "soft"):
+    if config.router in EVERY_EXPERT_ROUTERS:
         return float(config.n_experts)
     if config.router == "expert_choice":
         cf = 1.0 if config.capacity_factor is None else config.capacity_factor
@@ -277,7 +277,7 @@ def parameter_counts(config: MoEConfig) -> dict[str, int]:
     experts = E * per_expert
     shared = config.n_shared_experts * per_expert
     active = router + shared + round(_active_experts(config) * per_expert)
-    dense_hidden = E * h if config.router in ("dense", "soft") else k * h
+    dense_hidden = E * h if config.router in EVERY_EXPERT_ROUTERS else k * h
     return {
         "experts": experts,
         "shared": shared,

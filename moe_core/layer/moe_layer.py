@@ -27,7 +27,7 @@ from torch import nn
 
 import moe_core.accelerator as accelerator
 from moe_core.layer.capacity import SlotAssignment, assign_slots, expert_capacity
-from moe_core.layer.config import LIVE_FIELDS, MoEConfig
+from moe_core.layer.config import EVERY_EXPERT_ROUTERS, LIVE_FIELDS, MoEConfig
 from moe_core.layer.experts import SwiGLU, SwiGLUExperts
 from moe_core.layer.routers import build_router
 from moe_core.layer.routers.base import RouterOutput
@@ -158,5 +158,5 @@ class MoELayer(nn.Module):
 
 def dense_equivalent_hidden(config: MoEConfig) -> int:
     """Hidden width of the dense SwiGLU with as many active expert parameters as one token uses here."""
-    active = config.n_experts if config.router in ("dense", "soft") else config.top_k
+    active = config.n_experts if config.router in EVERY_EXPERT_ROUTERS else config.top_k
     return active * config.expert_hidden
