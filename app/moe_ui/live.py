@@ -10,9 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from moe_core.layer import metrics
-from moe_core.training.session import TICK_SLOTS, PlaygroundSession
+from moe_core.training.session import PlaygroundSession
 from moe_core.training.snapshot import Snapshot
-from moe_ui import presence, views
+from moe_ui import presence, scheduling, views
 from moe_ui.state import once_per_click
 
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
@@ -35,7 +35,7 @@ def _set_running(sess: PlaygroundSession, running: bool, partner: PlaygroundSess
 def _step(sess: PlaygroundSession, partner: PlaygroundSession | None = None) -> None:
     for s in _both(sess, partner):
         s.running = False
-        s.step_once()
+        s.step_once(slot=scheduling.TRAINING_SLOTS)
 
 
 @once_per_click
@@ -220,7 +220,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
               allowed_views: list[str] | None = None, stop_at: int | None = None) -> None:
     """The live part of a page, in fragments that rerun on their own clocks while training (no threads):
     - the tick: train a time-boxed chunk, then the status and the headline, every TICK_SECONDS. A timer tick
-      waits for the server's TICK_SLOTS and trains for a fair share of the server's training time; the same
+      waits for the server's scheduling.TICK_SLOTS and trains for a fair share of the server's training time; the same
       fragment inside a full run (the learner did something) does not wait;
     - one fragment per view, redrawn from the newest snapshot every refresh_periods() seconds.
     Paused, everything is drawn once per full run, from the timeline's pick. Training pauses when the tab is
@@ -234,7 +234,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
         if timer:
             presence.pause_if_idle([sess])
-        with TICK_SLOTS if timer else nullcontext():
+        with scheduling.TICK_SLOTS if timer else nullcontext():
             # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
             # (Streamlit then stops this run) ends here instead of training for a page that is gone.
             status_box = st.empty()
@@ -245,7 +245,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                 steps = sess.settings.steps_per_tick
                 if stop_at is not None and before < stop_at:
                     steps = min(steps, stop_at - before)  # land on the budget, not past it
-                sess.tick(budget_s=TRAIN_BUDGET_S, steps=steps, only_if_running=True, fair=True)
+                scheduling.live_tick(sess, TRAIN_BUDGET_S, steps)
                 if stop_at is not None and before < stop_at <= sess.step:
                     sess.running = False
                     st.session_state[f"{key}_budget_done"] = sess.step

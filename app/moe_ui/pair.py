@@ -16,10 +16,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from moe_core.lessons.lesson_files import SAME_DATA_FIELDS
-from moe_core.training.session import TICK_SLOTS, PlaygroundSession
+from moe_core.training.session import PlaygroundSession
 from moe_core.training.settings import CONTROLS, PlaygroundSettings
 from moe_core.training.snapshot import Snapshot
-from moe_ui import presence, views
+from moe_ui import presence, scheduling, views
 from moe_ui.live import (
     BATCH_FORMAT,
     BATCH_HELP,
@@ -107,9 +107,9 @@ def train_both(a: PlaygroundSession, b: PlaygroundSession, stop_at: int | None =
     steps = lead.settings.steps_per_tick
     if stop_at is not None and before < stop_at:
         steps = min(steps, stop_at - before)  # land on the budget, not past it
-    done = lead.tick(budget_s=TRAIN_BUDGET_S / 2, steps=steps, only_if_running=True, fair=True).steps
+    done = scheduling.live_tick(lead, TRAIN_BUDGET_S / 2, steps).steps
     if other.running and done:
-        other.tick(budget_s=float("inf"), steps=done, only_if_running=True)
+        other.tick(budget_s=float("inf"), steps=done, only_if_running=True, slot=scheduling.TRAINING_SLOTS)
     if stop_at is not None and before < stop_at <= lead.step:
         a.running = b.running = False
         return True
@@ -254,7 +254,7 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
         if timer:
             presence.pause_if_idle([a, b])
-        with TICK_SLOTS if timer else nullcontext():
+        with scheduling.TICK_SLOTS if timer else nullcontext():
             status_box = st.empty()  # a yield point: a tick whose page is gone stops here (see live_area)
             if train_both(a, b, stop_at):
                 st.session_state[f"{key}_budget_done"] = (a.step, b.step)

@@ -7,11 +7,9 @@ control, reset when shapes change, time-box a chunk of steps, keep a timeline to
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -24,106 +22,13 @@ from moe_core.training.trainer import Trainer
 TIMELINE_BYTES = 8_000_000  # per session: the timeline keeps as many snapshots as fit in this budget
 TIMELINE_MIN, TIMELINE_MAX = 10, 120
 
-class FairSlots:
-    """A counting semaphore that serves waiters first come, first served.
 
-    threading.Semaphore is not fair: a thread that arrives while a slot is free takes it ahead of threads that
-    have been waiting, and a woken waiter that loses that race queues again at the back. On a busy server that
-    lets one session's back-to-back ticks starve another's. Here a released slot is handed to the oldest waiter.
-    acquire(timeout) gives up after `timeout` seconds and then holds nothing."""
+class Slot(Protocol):
+    """A server's gate for training chunks (the app's scheduling.FairSlots): acquire(timeout) -> held or not."""
 
-    def __init__(self, n: int):
-        self.n = n
-        self._lock = threading.Lock()
-        self._free = n
-        self._queue: deque[threading.Event] = deque()
+    def acquire(self, timeout: float | None = None) -> bool: ...
 
-    def acquire(self, timeout: float | None = None) -> bool:
-        with self._lock:
-            if self._free and not self._queue:
-                self._free -= 1
-                return True
-            turn = threading.Event()
-            self._queue.append(turn)
-        if turn.wait(timeout):
-            return True
-        with self._lock:
-            if turn.is_set():  # handed over between the timeout and here: it is ours
-                return True
-            self._queue.remove(turn)
-            return False
-
-    def release(self) -> None:
-        with self._lock:
-            if self._queue:
-                self._queue.popleft().set()  # the slot passes straight to the oldest waiter
-            elif self._free < self.n:
-                self._free += 1
-            else:
-                raise ValueError("FairSlots released more often than acquired")
-
-    @property
-    def waiting(self) -> int:
-        return len(self._queue)
-
-    def __enter__(self) -> FairSlots:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-# Server-wide cap on training chunks running at the same time. A full classroom then slows down evenly
-# instead of every session fighting for two cores at once. Not per-user state: set at import.
-TRAINING_SLOTS = FairSlots(1)
-
-# Fair share for live ticks (tick(fair=True)): per tick interval the server hands out TRAINING_SHARE_S seconds of
-# training, split evenly over the sessions that trained in the last ACTIVE_WINDOW_S seconds, between
-# MIN_TICK_BUDGET_S and the caller's budget (the app's TRAIN_BUDGET_S). Everyone's training slows down by the same
-# factor and every page keeps redrawing. A tick that cannot get the training slot within SLOT_TIMEOUT_S skips
-# training (the page still redraws) instead of queueing behind a heavy configuration. 0.3 s of each 0.75 s tick
-# interval leaves most of the process's one core (one interpreter lock) for drawing: with ten students a share of
-# 0.5 s gave 0.70 ticks/s each, 0.3 s gave 0.90 (bench_classroom.py; benchmarks/README.md, "Classroom load").
-TRAINING_SHARE_S = 0.3
-MIN_TICK_BUDGET_S = 0.02
-ACTIVE_WINDOW_S = 3.0
-SLOT_TIMEOUT_S = 1.0
-
-# Server-wide cap on live ticks (fragment reruns: the run_every timer's, or a widget inside the live area) training
-# and drawing at the same time, served in arrival order; app/moe_ui/live.py takes the slot. A learner's own action
-# (a full run: a click, a slider) never waits for it. One at a time, because the server is one Python process:
-# ticks running side by side share one interpreter lock, and a training chunk (hundreds of small torch ops, each
-# giving the lock up) then waits for it after every op while another tick draws. Measured with ten students
-# (benchmarks/bench_classroom.py, 30 s, wire students): two slots, 1.1 steps per 30 ms chunk; one slot, 2.8 steps,
-# at the same 0.9-1.0 ticks/s per student. A tick waiting here uses no CPU.
-TICK_SLOTS = FairSlots(1)
-
-
-class _TrainingLoad:
-    """Which sessions trained recently, server-wide. Keys expire on their own: nothing to release on disconnect."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[int, float] = {}
-
-    def active(self, key: int) -> int:
-        """Mark `key` as training now; return how many sessions trained within ACTIVE_WINDOW_S (itself included)."""
-        now = time.monotonic()
-        with self._lock:
-            self._seen[key] = now
-            for k in [k for k, t in self._seen.items() if now - t > ACTIVE_WINDOW_S]:
-                del self._seen[k]
-            return len(self._seen)
-
-
-TRAINING_LOAD = _TrainingLoad()
-_SESSION_KEYS = itertools.count()
-
-
-def fair_budget(budget_s: float, active: int) -> float:
-    """One session's training time for a tick when `active` sessions are training."""
-    return min(budget_s, max(MIN_TICK_BUDGET_S, TRAINING_SHARE_S / max(1, active)))
+    def release(self) -> None: ...
 
 
 @dataclass
@@ -139,7 +44,6 @@ class PlaygroundSession:
         self.custom_dataset = dataset  # a user's CSV, kept across resets until cleared
         self.running = False
         self.notices: list[str] = []  # things the UI should tell the learner once
-        self._load_key = next(_SESSION_KEYS)  # this session in TRAINING_LOAD
         self._build()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -208,18 +112,16 @@ class PlaygroundSession:
         return f"Paused at step {self.step}."
 
     def tick(self, budget_s: float = 0.2, steps: int | None = None, only_if_running: bool = False,
-             fair: bool = False) -> TickResult:
+             slot: Slot | None = None, slot_timeout: float | None = None) -> TickResult:
         """Run up to `steps` (default: steps_per_tick) optimizer steps within `budget_s`, then snapshot.
 
-        only_if_running: a live tick that was waiting for a training slot while the learner pressed Pause
-        trains nothing (paused means paused, however busy the server is).
-        fair: a live tick — the budget shrinks to this session's fair share of the server's training time
-        (fair_budget), and a tick that waits more than SLOT_TIMEOUT_S for the training slot trains nothing."""
+        only_if_running: a tick that was waiting for a training slot while the learner pressed Pause trains
+        nothing (paused means paused, however busy the server is).
+        slot: the server's gate for training chunks, held while training (how many run at once is the server's
+        policy, not this class's); a tick that cannot get it within `slot_timeout` seconds trains nothing."""
         steps = self.settings.steps_per_tick if steps is None else steps
-        if fair:
-            budget_s = fair_budget(budget_s, TRAINING_LOAD.active(self._load_key))
         t0 = time.perf_counter()
-        if not TRAINING_SLOTS.acquire(timeout=SLOT_TIMEOUT_S if fair else None):
+        if slot is not None and not slot.acquire(timeout=slot_timeout):
             self.last_tick = TickResult(steps=0, seconds=0.0, waited=time.perf_counter() - t0)
             return self.last_tick
         try:
@@ -232,14 +134,15 @@ class PlaygroundSession:
             if records or not self.timeline:
                 self._record_snapshot()
         finally:
-            TRAINING_SLOTS.release()
+            if slot is not None:
+                slot.release()
         if self.trainer.diverged:
             self.running = False
         self.last_tick = TickResult(steps=len(records), seconds=trained, waited=waited)
         return self.last_tick
 
-    def step_once(self) -> TickResult:
-        return self.tick(budget_s=0.0, steps=1)
+    def step_once(self, slot: Slot | None = None) -> TickResult:
+        return self.tick(budget_s=0.0, steps=1, slot=slot)
 
     # -- timeline ------------------------------------------------------------------------------------------
     def _record_snapshot(self) -> None:

@@ -1,18 +1,23 @@
-"""The server-side guards a classroom relies on: first-come-first-served slots, a fair training budget per tick,
-and a live tick that gives up on a busy training slot instead of queueing. No timing thresholds: the behaviour
-is checked through order, counts and the budgets handed to the trainer (the timings are in
+"""The server-side guards a classroom relies on (app/moe_ui/scheduling.py): first-come-first-served slots, a fair
+training budget per tick, and a live tick that gives up on a busy training slot instead of queueing. No timing
+thresholds: the behaviour is checked through order, counts and the budgets handed to the trainer (the timings are in
 benchmarks/bench_classroom.py)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from moe_core.training import session as session_module
-from moe_core.training.session import FairSlots, PlaygroundSession, fair_budget
+from moe_core.training.session import PlaygroundSession
 from moe_core.training.settings import PlaygroundSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))
+from moe_ui import scheduling as session_module  # noqa: E402  (the classroom policy lives in the app)
+from moe_ui.scheduling import FairSlots, fair_budget  # noqa: E402
 
 SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
 
@@ -37,7 +42,7 @@ def test_slots_serve_waiters_in_arrival_order_and_nobody_jumps_the_queue():
     for i in range(5):
         t = threading.Thread(target=worker, args=(i,))
         t.start()
-        wait_until(lambda n=i + 1: slots.waiting == n, f"waiter {i} queued")
+        wait_until(lambda n=i + 1: len(slots._queue) == n, f"waiter {i} queued")
         threads.append(t)
     slots.release()  # handed to waiter 0, not put back in the pool ...
     assert not slots.acquire(timeout=0), "... so a newcomer cannot take it ahead of the queue"
@@ -52,7 +57,7 @@ def test_a_timed_out_waiter_holds_nothing_and_leaves_the_queue():
     slots = FairSlots(2)
     assert slots.acquire() and slots.acquire()
     assert not slots.acquire(timeout=0.01)
-    assert slots.waiting == 0
+    assert not slots._queue
     slots.release()
     slots.release()
     assert slots.acquire(timeout=0) and slots.acquire(timeout=0)  # both slots back, none leaked
@@ -96,8 +101,8 @@ def test_a_live_tick_trains_for_its_fair_share(monkeypatch):
     monkeypatch.setattr(session_module, "TRAINING_LOAD", session_module._TrainingLoad())
     others = [PlaygroundSession(SMALL) for _ in range(9)]
     for o in others:  # nine other students trained a moment ago
-        session_module.TRAINING_LOAD.active(o._load_key)
-    s.tick(budget_s=10.0, only_if_running=True, fair=True)
+        session_module.TRAINING_LOAD.active(id(o))
+    session_module.live_tick(s, 10.0, s.settings.steps_per_tick)
     s.tick(budget_s=10.0)  # not a live tick: the caller's budget as given
     assert budgets == [pytest.approx(fair_budget(10.0, 10)), 10.0]
 
@@ -108,8 +113,8 @@ def test_a_live_tick_that_cannot_get_the_training_slot_skips_training_but_keeps_
     s.running = True
     assert session_module.TRAINING_SLOTS.acquire()  # someone else's long chunk
     try:
-        result = s.tick(budget_s=10.0, only_if_running=True, fair=True)
+        result = session_module.live_tick(s, 10.0, s.settings.steps_per_tick)
     finally:
         session_module.TRAINING_SLOTS.release()
     assert result.steps == 0 and s.step == 0 and s.running and len(s.timeline) == 1
-    assert s.tick(budget_s=10.0, only_if_running=True, fair=True).steps == 5, "the next tick trains"
+    assert session_module.live_tick(s, 10.0, s.settings.steps_per_tick).steps == 5, "the next tick trains"

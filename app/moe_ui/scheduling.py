@@ -1,0 +1,123 @@
+"""Classroom server policy: which live tick runs when, and how much training each session gets.
+
+A Streamlit server is one Python process: every session's ticks share one interpreter lock. These gates and
+budgets keep a full class fair (first come, first served; the same training share for every student) and keep
+clicks responsive. They are the app's business, not moe_core's: PlaygroundSession.tick only takes a slot and a
+budget from its caller.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from moe_core.training.session import PlaygroundSession, TickResult
+
+
+class FairSlots:
+    """A counting semaphore that serves waiters first come, first served.
+
+    threading.Semaphore is not fair: a thread that arrives while a slot is free takes it ahead of threads that
+    have been waiting, and a woken waiter that loses that race queues again at the back. On a busy server that
+    lets one session's back-to-back ticks starve another's. Here a released slot is handed to the oldest waiter.
+    acquire(timeout) gives up after `timeout` seconds and then holds nothing."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._lock = threading.Lock()
+        self._free = n
+        self._queue: deque[threading.Event] = deque()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._free and not self._queue:
+                self._free -= 1
+                return True
+            turn = threading.Event()
+            self._queue.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._lock:
+            if turn.is_set():  # handed over between the timeout and here: it is ours
+                return True
+            self._queue.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._queue:
+                self._queue.popleft().set()  # the slot passes straight to the oldest waiter
+            elif self._free < self.n:
+                self._free += 1
+            else:
+                raise ValueError("FairSlots released more often than acquired")
+
+    def __enter__(self) -> FairSlots:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# Server-wide cap on training chunks running at the same time. A full classroom then slows down evenly
+# instead of every session fighting for two cores at once. Not per-user state: set at import.
+TRAINING_SLOTS = FairSlots(1)
+
+# Fair share for live ticks (live_tick): per tick interval the server hands out TRAINING_SHARE_S seconds of
+# training, split evenly over the sessions that trained in the last ACTIVE_WINDOW_S seconds, between
+# MIN_TICK_BUDGET_S and the caller's budget (the app's TRAIN_BUDGET_S). Everyone's training slows down by the same
+# factor and every page keeps redrawing. A tick that cannot get the training slot within SLOT_TIMEOUT_S skips
+# training (the page still redraws) instead of queueing behind a heavy configuration. 0.3 s of each 0.75 s tick
+# interval leaves most of the process's one core (one interpreter lock) for drawing: with ten students a share of
+# 0.5 s gave 0.70 ticks/s each, 0.3 s gave 0.90 (bench_classroom.py; benchmarks/README.md, "Classroom load").
+TRAINING_SHARE_S = 0.3
+MIN_TICK_BUDGET_S = 0.02
+ACTIVE_WINDOW_S = 3.0
+SLOT_TIMEOUT_S = 1.0
+
+# Server-wide cap on live ticks (fragment reruns: the run_every timer's, or a widget inside the live area) training
+# and drawing at the same time, served in arrival order; live.py and pair.py take the slot. A learner's own action
+# (a full run: a click, a slider) never waits for it. One at a time, because the server is one Python process:
+# ticks running side by side share one interpreter lock, and a training chunk (hundreds of small torch ops, each
+# giving the lock up) then waits for it after every op while another tick draws. Measured with ten students
+# (benchmarks/bench_classroom.py, 30 s, wire students): two slots, 1.1 steps per 30 ms chunk; one slot, 2.8 steps,
+# at the same 0.9-1.0 ticks/s per student. A tick waiting here uses no CPU.
+TICK_SLOTS = FairSlots(1)
+
+
+class _TrainingLoad:
+    """Which sessions trained recently, server-wide. Keys expire on their own: nothing to release on disconnect."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[int, float] = {}
+
+    def active(self, key: int) -> int:
+        """Mark `key` as training now; return how many sessions trained within ACTIVE_WINDOW_S (itself included)."""
+        now = time.monotonic()
+        with self._lock:
+            self._seen[key] = now
+            for k in [k for k, t in self._seen.items() if now - t > ACTIVE_WINDOW_S]:
+                del self._seen[k]
+            return len(self._seen)
+
+
+TRAINING_LOAD = _TrainingLoad()
+
+
+def fair_budget(budget_s: float, active: int) -> float:
+    """One session's training time for a tick when `active` sessions are training."""
+    return min(budget_s, max(MIN_TICK_BUDGET_S, TRAINING_SHARE_S / max(1, active)))
+
+
+
+
+def live_tick(sess: PlaygroundSession, budget_s: float, steps: int) -> TickResult:
+    """A timer tick's training: this session's fair share of the server's training time (fair_budget), in the
+    TRAINING_SLOTS gate; a tick that waits more than SLOT_TIMEOUT_S for it trains nothing (the page still
+    redraws) instead of queueing behind a heavy configuration. Paused while waiting: nothing trains."""
+    budget_s = fair_budget(budget_s, TRAINING_LOAD.active(id(sess)))
+    return sess.tick(budget_s=budget_s, steps=steps, only_if_running=True, slot=TRAINING_SLOTS,
+                     slot_timeout=SLOT_TIMEOUT_S)
