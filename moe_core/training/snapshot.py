@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,8 +17,30 @@ from moe_core.layer import metrics
 from moe_core.layer.moe_layer import RoutingInfo
 from moe_core.training.datasets import PLOT_RANGE
 
-if TYPE_CHECKING:
-    from moe_core.training.trainer import Trainer
+
+class Observed(Protocol):
+    """What a snapshot reads from a Trainer: its public read API (moe_core.training.trainer.Trainer), so this module
+    and the trainer's do not import each other."""
+
+    task: str
+    step_count: int
+    diverged: str | None
+    last_step_ms: float
+    last_infos: list[RoutingInfo]
+    model_config: Any  # ModelConfig
+    data_config: Any  # DataConfig
+    dataset: Any  # PointDataset | None
+    stream: Any  # TokenStream | None
+
+    def held_out(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def evaluate(self, inputs: Any) -> tuple[torch.Tensor, list[RoutingInfo]]: ...
+
+    def task_loss(self, out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def router_biases(self) -> list[torch.Tensor | None]: ...
+
+    def encode(self, text: str) -> torch.Tensor: ...
 
 PROBE_POINTS = 48  # fixed probe set for the probabilities heatmap
 TOP_TOKENS = 6  # characters listed per expert in language mode
@@ -80,17 +102,12 @@ class Snapshot:
 
 
 @torch.no_grad()
-def take_snapshot(trainer: Trainer, grid_size: int = 48) -> Snapshot:
-    model, cfg = trainer.model, trainer.model_config.moe
-    was_training = model.training
-    model.eval()
-    try:
-        if trainer.task == "language":
-            snap = _language_snapshot(trainer)
-        else:
-            snap = _points_snapshot(trainer, grid_size)
-    finally:
-        model.train(was_training)
+def take_snapshot(trainer: Observed, grid_size: int = 48) -> Snapshot:
+    cfg = trainer.model_config.moe
+    if trainer.task == "language":
+        snap = _language_snapshot(trainer)
+    else:
+        snap = _points_snapshot(trainer, grid_size)
     last = trainer.last_infos
     for i, view in enumerate(snap.layers):
         if i < len(last):
@@ -208,25 +225,26 @@ def _layer_views(infos: list[RoutingInfo], groups: torch.Tensor, n_groups: int, 
     return views
 
 
-def _points_snapshot(trainer: Trainer, grid_size: int) -> Snapshot:
-    ds, t, cfg = trainer.dataset, trainer.tensors, trainer.model_config.moe
-    out, infos = trainer.model(t.x_test)
-    loss, quality = trainer.task_loss(out, t.y_test)
-    n_probe = min(PROBE_POINTS, t.x_test.shape[0])
-    views = _layer_views(infos, t.group_test, ds.n_groups, slice(0, n_probe))
+def _points_snapshot(trainer: Observed, grid_size: int) -> Snapshot:
+    ds, cfg = trainer.dataset, trainer.model_config.moe
+    x_test, y_test, group_test = trainer.held_out()
+    out, infos = trainer.evaluate(x_test)
+    loss, quality = trainer.task_loss(out, y_test)
+    n_probe = min(PROBE_POINTS, x_test.shape[0])
+    views = _layer_views(infos, group_test, ds.n_groups, slice(0, n_probe))
     lo, hi = PLOT_RANGE
     gx = np.linspace(lo, hi, grid_size, dtype=np.float32)
     gy = gx if ds.input_dim >= 2 else np.zeros(1, dtype=np.float32)
     mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)[:, : ds.input_dim]  # (Gy*Gx, D)
-    grid_out, grid_infos = trainer.model(torch.as_tensor(mesh, device=trainer.device))
+    grid_out, grid_infos = trainer.evaluate(mesh)
     shape = (len(gy), len(gx))
-    biased = [m.router for m in trainer.moe_layers if hasattr(m.router, "bias")]
+    biases = trainer.router_biases()
     for i, (view, info) in enumerate(zip(views, grid_infos, strict=True)):
         probs = info.router_probs.cpu().numpy()
         view.grid_probs = probs.reshape(*shape, -1)
         ranking = probs
-        if cfg.router == "sigmoid_bias" and i < len(biased):  # selection = sigmoid(logits) + bias
-            ranking = (torch.sigmoid(info.router_logits) + biased[i].bias).cpu().numpy()
+        if cfg.router == "sigmoid_bias" and biases[i] is not None:  # selection = sigmoid(logits) + bias
+            ranking = (torch.sigmoid(info.router_logits) + biases[i]).cpu().numpy()
             view.grid_selection = ranking.reshape(*shape, -1)
         view.grid_top2 = np.argsort(-ranking, axis=-1)[:, :2].reshape(*shape, min(2, probs.shape[1]))
     if trainer.task == "classification":
@@ -242,29 +260,26 @@ def _points_snapshot(trainer: Trainer, grid_size: int) -> Snapshot:
     )
 
 
-def _language_snapshot(trainer: Trainer) -> Snapshot:
+def _language_snapshot(trainer: Observed) -> Snapshot:
     from moe_core.training.datasets import probe_text
 
     cfg, S = trainer.model_config.moe, trainer.model_config.context
-    n_windows = max(1, min(8, len(trainer.test_ids) // (S + 1)))
-    windows = trainer.test_ids[: n_windows * (S + 1)].view(n_windows, S + 1)
-    domains = trainer.domain_ids[trainer.test_offset : trainer.test_offset + n_windows * (S + 1)]
-    domains = domains.view(n_windows, S + 1)[:, :-1]
-    out, infos = trainer.model(windows[:, :-1])
-    loss, quality = trainer.task_loss(out, windows[:, 1:])
+    inputs, targets, domains = trainer.held_out()  # (W, S) each
+    out, infos = trainer.evaluate(inputs)
+    loss, quality = trainer.task_loss(out, targets)
     views = _layer_views(infos, domains, len(trainer.stream.domain_names), slice(0, S))
-    probe_chars = [trainer.stream.vocab[int(i)] for i in windows[0, :S].tolist()]
+    probe_chars = [trainer.stream.vocab[int(i)] for i in inputs[0, :S].tolist()]
     for view in views:
         view.probe_tokens = probe_chars
     text, text_domains = probe_text(trainer.data_config.seed)
-    ids = torch.as_tensor(trainer.stream.encode(text), device=trainer.device)
+    ids = trainer.encode(text)
     chunks = [ids[i : i + S] for i in range(0, len(ids), S)]
     per_layer: list[list[np.ndarray]] = [[] for _ in views]
     for chunk in chunks:
-        _, chunk_infos = trainer.model(chunk[None])
+        _, chunk_infos = trainer.evaluate(chunk[None])
         for li, info in enumerate(chunk_infos):
             per_layer[li].append(first_choice(info).cpu().numpy())
-    flat_ids = windows[:, :-1].reshape(-1).cpu().numpy()
+    flat_ids = inputs.reshape(-1).cpu().numpy()
     vocab = trainer.stream.vocab
     for li, (view, info) in enumerate(zip(views, infos, strict=True)):
         view.probe_text_experts = np.concatenate(per_layer[li])

@@ -308,6 +308,38 @@ class Trainer:
             group["lr"] = new_train.lr
             group["weight_decay"] = new_train.weight_decay
 
+    # -- read API for snapshots (moe_core.training.snapshot reads these, never the internals) ------------------
+    def held_out(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, targets, groups) of the held-out set the views evaluate: the test points (N, D), (N,), (N,);
+        or up to 8 test windows of text (W, S), their next characters (W, S) and their domains (W, S)."""
+        if self.task != "language":
+            t = self.tensors
+            return t.x_test, t.y_test, t.group_test
+        S = self.model_config.context
+        n_windows = max(1, min(8, len(self.test_ids) // (S + 1)))
+        windows = self.test_ids[: n_windows * (S + 1)].view(n_windows, S + 1)  # (W, S+1)
+        domains = self.domain_ids[self.test_offset : self.test_offset + n_windows * (S + 1)]
+        return windows[:, :-1], windows[:, 1:], domains.view(n_windows, S + 1)[:, :-1]
+
+    @torch.no_grad()
+    def evaluate(self, inputs: torch.Tensor) -> tuple[torch.Tensor, list[RoutingInfo]]:
+        """The model's (output, routing per MoE layer) for `inputs` in eval mode (no router noise, no grad);
+        the training mode is restored afterwards. Accepts numpy arrays too (moved to this trainer's device)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model(torch.as_tensor(inputs, device=self.device))
+        finally:
+            self.model.train(was_training)
+
+    def router_biases(self) -> list[torch.Tensor | None]:
+        """Per MoE layer, the selection bias its router adds to sigmoid(logits) (sigmoid_bias), else None."""
+        return [getattr(layer.router, "bias", None) for layer in self.moe_layers]
+
+    def encode(self, text: str) -> torch.Tensor:
+        """(n,) character ids of `text` on this trainer's device (language task)."""
+        return torch.as_tensor(self.stream.encode(text), device=self.device)
+
     # -- views ----------------------------------------------------------------------------------------------
     def snapshot(self, grid_size: int = 48) -> Snapshot:
         """Everything the views draw, as numpy arrays detached from the model (cheap to keep a timeline)."""
