@@ -109,8 +109,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def descendants(pid: int) -> list[int]:
-    todo, seen = [pid], []
+def descendants(pid: int | tuple[int, ...]) -> list[int]:
+    todo, seen = list(pid) if isinstance(pid, tuple) else [pid], []
     while todo:
         p = todo.pop()
         seen.append(p)
@@ -118,13 +118,19 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int | tuple[int, ...]) -> int:
+    """Resident memory of a process, or the sum over the replicas' processes (a tuple of pids)."""
+    if isinstance(pid, tuple):
+        return sum(rss_bytes(p) for p in pid)
     with contextlib.suppress(OSError):
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int | tuple[int, ...]) -> float:
+    """CPU seconds of a process, or the sum over the replicas' processes (a tuple of pids)."""
+    if isinstance(pid, tuple):
+        return sum(cpu_seconds(p) for p in pid)
     with contextlib.suppress(OSError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
@@ -138,10 +144,16 @@ def server_pid(launcher_pid: int) -> int:
 
 
 @contextlib.contextmanager
-def fresh_server(quiet_pct: float | None):
-    """A new app server on a free port (after waiting for the machine to be quiet, if asked): (url, server pid)."""
+def fresh_server(quiet_pct: float | None, replicas: int = 0):
+    """A new app server on a free port (after waiting for the machine to be quiet, if asked): (url, server pid).
+    replicas >= 1: that many app processes behind the shipped deploy/nginx.conf (e2e_helpers.nginx_stack), and
+    the pid is a tuple of the replicas' pids (CPU and RSS are then summed over them)."""
     if quiet_pct is not None:
         wait_for_quiet(quiet_pct)
+    if replicas:
+        with e2e_helpers.nginx_stack(replicas) as (url, procs):
+            yield url, tuple(server_pid(p.pid) for p in procs)
+        return
     port = free_port()
     proc = start_app(port)
     try:
@@ -776,6 +788,9 @@ def main(argv: list[str] | None = None) -> int:
                          "with no measurement (--seconds 0) run this many open/train/close rounds")
     ap.add_argument("--browsers", type=int, default=None,
                     help="how many of the N sessions are chromium pages (default: all); the rest are wire students")
+    ap.add_argument("--replicas", type=int, default=0,
+                    help="that many app processes behind the shipped deploy/nginx.conf (students connect to nginx); "
+                         "0: one process, directly")
     ap.add_argument("--quiet", type=float, default=None, metavar="PCT",
                     help="before each measurement wait (up to 30 min) until other jobs use at most PCT %% of a core")
     ap.add_argument("--out", type=Path, help="write every number as JSON here")
@@ -793,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.soak_minutes:
                 n = args.sessions[0]
-                with fresh_server(args.quiet) as (url, server):
+                with fresh_server(args.quiet, args.replicas) as (url, server):
                     print(f"soak: {n} sessions for {args.soak_minutes:g} min (server pid {server})")
                     r = soak(browser, url, server, n, args.soak_minutes, n_browsers=args.browsers)
                     if args.release_rounds:
@@ -803,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(soak_table(r))
             else:
                 for n in args.sessions:
-                    with fresh_server(args.quiet) as (url, server):
+                    with fresh_server(args.quiet, args.replicas) as (url, server):
                         print(f"N = {n}: {args.seconds:g} s window (server pid {server}, load {loadavg():.2f})")
                         for rnd in range(max(1, args.release_rounds)):
                             r = measure_classroom(browser, url, server, n, args.seconds, args.warmup,
