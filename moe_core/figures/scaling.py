@@ -12,14 +12,36 @@ import plotly.graph_objects as go
 
 from moe_core.figures.common import PANEL_TITLE_PX, grid_axes, make_figure, message_figure, panel_title
 from moe_core.figures.palette import layout_dict
-from moe_core.training.snapshot import Snapshot
+from moe_core.training.snapshot import BatchSlots, Snapshot
 
 SEND_COLOR, RECV_COLOR, WAIT_COLOR = "#0072B2", "#56B4E9", "#D55E00"
 HEIGHT = 470
 
 
+def scaling_data(snap: Snapshot) -> dict | None:
+    """What expert parallelism would exchange for the snapshot's last training batch: experts split over W ranks
+    (the largest of 4, 2 dividing E), tokens in contiguous blocks; counts and bytes from
+    moe_core.scale_out.ep_traffic. Computed when first asked (the snapshot keeps only the batch's slots) and kept
+    in snap.extra["scaling"]; None when there is nothing to show."""
+    if "scaling" in snap.extra:
+        return snap.extra["scaling"]
+    slots: BatchSlots | None = snap.extra.get("batch_slots")
+    if slots is None:
+        return None
+    from moe_core.scale_out.ep_traffic import implied_traffic, traffic_matrix
+
+    cfg = slots.config
+    W = next((w for w in (4, 2) if cfg.n_experts % w == 0), 1)
+    frame = implied_traffic(slots, cfg, W)  # reads expert_index, selected, dropped, n_tokens like a RoutingInfo
+    candidates, kept = traffic_matrix(slots.expert_index, slots.selected & ~slots.dropped, W, cfg.n_experts,
+                                      slots.selected)
+    snap.extra["scaling"] = {"world_size": W, "ranks": frame.to_dict("list"), "candidates": candidates.cpu().numpy(),
+                             "kept": kept.cpu().numpy(), "d_model": cfg.d_model, "top_k": cfg.top_k}
+    return snap.extra["scaling"]
+
+
 def scaling_out(snap: Snapshot) -> go.Figure:
-    data = snap.extra.get("scaling")
+    data = scaling_data(snap)
     if data is None:
         why = ("expert choice and Soft MoE decide over the whole batch, which this exchange does not model"
                if snap.router in ("expert_choice", "soft") else "no training step yet")

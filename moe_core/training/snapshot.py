@@ -6,7 +6,6 @@ two runs, and test figure builders on crafted data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,58 +116,29 @@ def take_snapshot(trainer: Observed, grid_size: int = 48) -> Snapshot:
             view.left_behind = metrics.left_behind_count(last[i].dropped, last[i].selected)
             snap.batch_tokens = last[i].n_tokens
     if last and snap.layers and cfg.router not in ("expert_choice", "soft"):
-        snap.extra["scaling"] = LazyScaling(last[0], cfg)
+        snap.extra["batch_slots"] = BatchSlots.of(last[0], cfg)
     snap.parameters = metrics.parameter_counts(cfg)
     snap.flops = metrics.flops_per_token(cfg, n_tokens=snap.batch_tokens or None)
     return snap
 
 
-def scaling_out(info: RoutingInfo, cfg) -> dict:
-    """What expert parallelism would exchange for this batch: experts split over W ranks (the largest of
-    4, 2 dividing E), tokens in contiguous blocks. Counts and bytes from moe_core.scale_out.ep_traffic."""
-    from moe_core.scale_out.ep_traffic import implied_traffic, traffic_matrix  # torch.distributed: only when drawn
-
-    W = next((w for w in (4, 2) if cfg.n_experts % w == 0), 1)
-    frame = implied_traffic(info, cfg, W)
-    candidates, kept = traffic_matrix(info.expert_index, info.selected & ~info.dropped, W, cfg.n_experts,
-                                      info.selected)
-    return {"world_size": W, "ranks": frame.to_dict("list"), "candidates": candidates.cpu().numpy(),
-            "kept": kept.cpu().numpy(), "d_model": cfg.d_model, "top_k": cfg.top_k}
-
-
 @dataclass(frozen=True)
-class _BatchSlots:
-    """The part of a training batch's RoutingInfo that scaling_out reads, detached (no autograd graph kept)."""
+class BatchSlots:
+    """snapshot.extra["batch_slots"]: the last training batch's routing slots, detached (no autograd graph kept),
+    for the "Scaling out" view, which computes its exchange table from them only when it is drawn
+    (moe_core.figures.scaling.scaling_data): a tick pays for no pandas table, and a snapshot needs no
+    torch.distributed code (moe_core.scale_out)."""
 
     expert_index: torch.Tensor  # (T, K) long
     selected: torch.Tensor  # (T, K) bool
     dropped: torch.Tensor  # (T, K) bool
     n_tokens: int
+    config: Any  # the layer's MoEConfig
 
-
-class LazyScaling(Mapping):
-    """snapshot.extra["scaling"]: scaling_out's dict, computed on first read. Only the "Scaling out" view reads it,
-    so a tick no longer pays for a pandas table (2.3 ms) nor imports moe_core.scale_out to draw other views."""
-
-    def __init__(self, info: RoutingInfo, cfg) -> None:
-        self._slots = _BatchSlots(info.expert_index.detach().clone(), info.selected.detach().clone(),
-                                  info.dropped.detach().clone(), info.n_tokens)
-        self._cfg = cfg
-        self._data: dict | None = None
-
-    def _value(self) -> dict:
-        if self._data is None:
-            self._data = scaling_out(self._slots, self._cfg)  # type: ignore[arg-type]  (duck-typed RoutingInfo)
-        return self._data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._value()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._value())
-
-    def __len__(self) -> int:
-        return len(self._value())
+    @classmethod
+    def of(cls, info: RoutingInfo, config: Any) -> BatchSlots:
+        return cls(info.expert_index.detach().clone(), info.selected.detach().clone(),
+                   info.dropped.detach().clone(), info.n_tokens, config)
 
 
 def group_counts(info: RoutingInfo, groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, str]:

@@ -7,6 +7,7 @@ import pytest
 from figtools import HALF_WIDTH_PX, assert_panel_titles_fit
 
 from moe_core.figures import scaling_out
+from moe_core.figures.scaling import scaling_data
 from moe_core.scale_out.ep_traffic import implied_traffic
 from moe_core.training.settings import PlaygroundSettings
 from moe_core.training.trainer import Trainer
@@ -34,7 +35,7 @@ def test_matrix_and_bytes_match_the_routing():
 
 def test_world_size_divides_the_experts_and_non_causal_routers_get_a_message():
     _, snap = _snap(n_experts=6, top_k=2)
-    assert snap.extra["scaling"]["world_size"] == 2
+    assert scaling_data(snap)["world_size"] == 2
     _, snap = _snap(n_experts=4, top_k=1, router="expert_choice")
     fig = scaling_out(snap)
     assert "decide over the whole batch" in fig.layout.annotations[0].text
