@@ -657,6 +657,9 @@ def measure_classroom(browser, url: str, server: int, n_sessions: int, seconds: 
         "per_session": [{k: v for k, v in r.items() if k != "_lat"} for r in rows],
         "_class": klass,
     }
+    ticks_per_s = sum(r["ticks_per_s"] for r in rows)  # all students together
+    # server CPU per student-tick: what one student's tick (training, snapshot, figures, rerun) costs the server
+    result["server_cpu_ms_per_tick"] = 10 * result["server_cpu_pct"] / ticks_per_s if ticks_per_s else float("nan")
     result["meets_targets"] = bool(result["ticks_per_s_min"] >= TARGET_TICKS_PER_S
                                    and result["latency_p95_s"] <= TARGET_P95_S)
     return result
@@ -829,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
                             close_students(r)
                             report["runs"].append(r)
                             print(markdown_table([r]).splitlines()[-1])
+                            print(f"server CPU per student-tick: {r['server_cpu_ms_per_tick']:.1f} ms; "
+                                  f"steps/s per student min {min(x['steps_per_s'] for x in r['per_session']):.1f}")
                 print()
                 print(markdown_table(report["runs"]))
         finally:
