@@ -175,7 +175,9 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
         kept = [v for v in dict.fromkeys(v if v in names else COUNTERPART.get(v, v) for v in picked) if v in names]
         if kept != picked:
             st.session_state[f"{key}_views"] = kept
-    chosen = st.multiselect("Views", names, default=default, format_func=views.VIEWS.get, key=f"{key}_views")
+    # the default only seeds a new widget: given beside a Session State value, Streamlit warns on every rerun
+    chosen = st.multiselect("Views", names, default=default if picked is None else None, format_func=views.VIEWS.get,
+                            key=f"{key}_views")
     options: dict = {}
     cols = st.columns([3, 2])
     if "routing_map" in chosen:
