@@ -130,6 +130,7 @@ class Trainer:
         self.last_step_ms = 0.0
         self.last_infos: list[RoutingInfo] = []
         self._records: list[dict[str, float]] = []
+        self._history: pd.DataFrame | None = None  # _records as a frame, built on demand (see history)
 
     # -- construction --------------------------------------------------------------------------------
     def _build_model(self) -> torch.nn.Module:
@@ -275,6 +276,7 @@ class Trainer:
     def _remember(self, record: dict[str, float]) -> None:
         """Keep at most history_limit rows: when full, every other row of the older half goes."""
         self._records.append(record)
+        self._history = None
         limit = self.train_config.history_limit
         if len(self._records) > limit:
             half = len(self._records) // 2
@@ -282,7 +284,11 @@ class Trainer:
 
     @property
     def history(self) -> pd.DataFrame:
-        return pd.DataFrame(self._records)
+        """One row per kept training step. Built from the records once per change (a page asks for it on every
+        redraw); each caller gets its own copy, a plain memory copy, far cheaper than the build."""
+        if self._history is None:
+            self._history = pd.DataFrame.from_records(self._records) if self._records else pd.DataFrame()
+        return self._history.copy()
 
     # -- live changes -----------------------------------------------------------------------------------
     def set_hyperparameters(self, **changes: Any) -> None:

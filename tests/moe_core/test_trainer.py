@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -49,6 +50,21 @@ def test_another_seed_gives_another_run():
     a.step(10)
     b.step(10)
     assert not np.allclose(a.history["loss"], b.history["loss"])
+
+
+def test_history_follows_every_step_and_each_caller_gets_its_own_copy():
+    t = _trainer(history_limit=20)
+    assert t.history.empty
+    t.step(3)
+    first = t.history
+    assert list(first["step"]) == [1, 2, 3]
+    first.loc[0, "loss"] = -1.0  # a caller scribbles on its copy
+    first["mine"] = 0.0
+    assert t.history["loss"].iloc[0] != -1.0 and "mine" not in t.history.columns
+    t.step(30)  # appended and thinned: the next read shows both
+    again = t.history
+    assert len(again) <= 20 and again["step"].iloc[-1] == 33
+    assert again.equals(pd.DataFrame.from_records(t._records)), "the cached frame is the records, nothing stale"
 
 
 def test_history_is_bounded_and_keeps_the_latest_steps():
