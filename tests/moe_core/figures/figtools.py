@@ -11,8 +11,12 @@ import re
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
+from moe_core.figures.palette import TEMPLATE_UNUSED_LAYOUT
 from moe_core.training.snapshot import LayerView, Snapshot
+
+WHITE = pio.templates["plotly_white"].to_plotly_json()
 
 PROBE_TEXT = "a<b & c\n> d\te"
 
@@ -139,6 +143,12 @@ def assert_valid(fig: go.Figure) -> None:
     spec["layout"] = {k: v for k, v in spec["layout"].items() if k != "template"}
     go.Figure(spec)
     fig.to_json()
+    # the trimmed template (palette.TEMPLATE_TRACES) holds plotly_white's defaults for every trace type drawn
+    template = fig.layout.template.to_plotly_json() if fig.layout.template else {}
+    for trace in spec["data"]:
+        if trace["type"] in WHITE["data"]:
+            assert template["data"][trace["type"]] == WHITE["data"][trace["type"]], trace["type"]
+    assert not set(spec["layout"]) & set(TEMPLATE_UNUSED_LAYOUT), "a subplot kind the trimmed template lacks"
 
 
 def tick_colors(ticktext) -> list[str]:
