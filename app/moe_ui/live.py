@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from moe_ui import presence, scheduling, views
 from moe_ui.state import once_per_click
 
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
+BUSY_TICK_SECONDS = 0.85  # the interval at a pace level above 1 (scheduling.pace_level): still over one tick a second
 TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks responsive when a class trains
 
 
@@ -76,6 +79,12 @@ def history_until(history: pd.DataFrame, step: int) -> pd.DataFrame:
     if len(history) and "step" in history.columns and history["step"].iloc[-1] > step:
         return history[history["step"] <= step]
     return history
+
+
+def view_history(sess: PlaygroundSession, name: str, step: int) -> pd.DataFrame:
+    """The history view `name` draws, up to `step`: empty for the views that draw a snapshot alone, so that their
+    redraws skip building it."""
+    return history_until(sess.trainer.history, step) if name in views.HISTORY_VIEWS else pd.DataFrame()
 
 
 QUALITY = {"classification": ("Test accuracy", "{:.1%}"), "regression": ("Test MSE", "{:.4f}"),
@@ -156,7 +165,7 @@ def timeline_slider(sess: PlaygroundSession, key: str) -> None:
 
 COUNTERPART = {"routing_map": "language", "language": "routing_map"}  # the same place in 2-D and in text
 VIEW_STATE = ("views", "mapmode", "curves", "logy", "layer", "timeline", "timeline_latest", "was_running",
-              "budget_done")
+              "budget_done", "pace", "page_run")
 
 
 def forget_view_state(key: str) -> None:
@@ -207,31 +216,56 @@ def view_options(snap: Snapshot, key: str, default_views: list[str] | None = Non
 VIEW_REFRESH_S = {"curves": 1.5, "load": 1.5, "buffers": 1.5, "routing_map": 3.0, "language": 3.0,
                   "probabilities": 3.0, "specialization": 3.0, "scaling": 3.0, "cost": 6.0, "memory": None}
 MAX_REDRAWS_PER_S = 1.2
+RETIME_S = 15.0  # a page retimes its views to a new pace level at most this often (a retime is a full run)
 
 
-def refresh_periods(chosen: list[str], charts_per_view: int = 1) -> dict[str, float | None]:
+def refresh_periods(chosen: list[str], charts_per_view: int = 1, pace: int = 1) -> dict[str, float | None]:
     """Each chosen view's redraw period in seconds while training (None: drawn once, it does not change).
-    charts_per_view: 2 where each view is drawn for A and for B."""
+    charts_per_view: 2 where each view is drawn for A and for B. pace: the server's scheduling.pace_level; at
+    level L the page redraws at most MAX_REDRAWS_PER_S / L charts a second."""
     base = {v: VIEW_REFRESH_S.get(v, 3.0) for v in chosen}
     rate = charts_per_view * sum(1.0 / p for p in base.values() if p)
-    slower = max(1.0, rate / MAX_REDRAWS_PER_S)
+    slower = max(1.0, rate * pace / MAX_REDRAWS_PER_S)
     return {v: (math.ceil(p * slower * 100) / 100 if p else None) for v, p in base.items()}  # up: within the cap
+
+
+def page_pace(key: str) -> int:
+    """The server's pace level now (scheduling.pace_level), remembered with the time for retime_due: a full run
+    times the page's clocks with it (tick_seconds, refresh_periods)."""
+    pace = scheduling.pace_level()
+    st.session_state[f"{key}_pace"] = (pace, time.monotonic())
+    return pace
+
+
+def tick_seconds(pace: int) -> float:
+    return TICK_SECONDS if pace <= 1 else BUSY_TICK_SECONDS
+
+
+def retime_due(key: str) -> bool:
+    """The server's pace level moved since this page timed its views, at least RETIME_S ago: a tick then asks
+    for a full run, which times them again (a fragment cannot change its own clock)."""
+    pace, at = st.session_state.get(f"{key}_pace", (1, 0.0))
+    return scheduling.pace_level() != pace and time.monotonic() - at >= RETIME_S
 
 
 def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None = None,
               allowed_views: list[str] | None = None, stop_at: int | None = None) -> None:
     """The live part of a page, in fragments that rerun on their own clocks while training (no threads):
-    - the tick: train a time-boxed chunk, then the status and the headline, every TICK_SECONDS. A timer tick
+    - the tick: train a time-boxed chunk, then the status and the headline, every tick_seconds(). A timer tick
       waits for the server's scheduling.TICK_SLOTS and trains for a fair share of the server's training time; the same
       fragment inside a full run (the learner did something) does not wait;
-    - one fragment per view, redrawn from the newest snapshot every refresh_periods() seconds.
+    - one fragment per view, redrawn from the newest snapshot every refresh_periods() seconds (a timer redraw
+      waits for the slot too).
+    Both clocks follow the server's pace level (scheduling.pace_level): a busy server ticks a little slower and
+    redraws charts less often; when the level moves, a tick asks for a full run that retimes them (retime_due).
     Paused, everything is drawn once per full run, from the timeline's pick. Training pauses when the tab is
     hidden or nobody has touched the page for presence.IDLE_SECONDS.
 
     stop_at: a lesson step's budget. Training pauses when it reaches that step and says so; Play goes on past it."""
     presence.guard([sess], key)
+    pace = page_pace(key)
 
-    @st.fragment(run_every=TICK_SECONDS if sess.running else None)
+    @st.fragment(run_every=tick_seconds(pace) if sess.running else None)
     def tick() -> None:
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
         if timer:
@@ -262,6 +296,8 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                 st.session_state[f"{key}_was_running"] = False
                 st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
             st.session_state[f"{key}_was_running"] = sess.running
+            if sess.running and retime_due(key):
+                st.rerun()  # the class grew or shrank: a full run retimes the page (page_pace)
 
     st.session_state[f"{key}_full_run"] = True
     tick()
@@ -269,14 +305,33 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
     snap = picked_snapshot(sess, key)
     chosen, options, layer = view_options(snap, key, default_views, allowed_views)
     shown = [v for v in chosen if v in views.available_views(snap)]
-    periods = refresh_periods(shown)
+    periods = refresh_periods(shown, pace=pace)
     if sess.running and shown:
         st.caption(":material/schedule: While training, the numbers above update every tick and each chart every "
                    "few seconds, so each chart says the step it shows. Pause to see them all at one step.")
-    for row_start in range(0, len(shown), 2):
-        for col, name in zip(st.columns(2), shown[row_start : row_start + 2], strict=False):
-            with col:
-                live_view(sess, key, name, periods[name], layer, options)
+    with page_run(key):
+        for row_start in range(0, len(shown), 2):
+            for col, name in zip(st.columns(2), shown[row_start : row_start + 2], strict=False):
+                with col:
+                    live_view(sess, key, name, periods[name], layer, options)
+
+
+@contextmanager
+def page_run(key: str) -> Iterator[None]:
+    """Marks the views drawn inside as part of a full run (the learner's action), which never waits for a slot;
+    a view's own timer rerun does (view_slot)."""
+    st.session_state[f"{key}_page_run"] = True
+    try:
+        yield
+    finally:
+        st.session_state[f"{key}_page_run"] = False
+
+
+def view_slot(key: str) -> AbstractContextManager:
+    """A timer redraw of a view waits for the server's TICK_SLOTS like a tick, so that no chart is built while
+    another session's tick trains (every Python thread of the process shares one interpreter lock: a redraw
+    beside a training chunk made each training step ~2x slower). Inside a full run: no wait."""
+    return nullcontext() if st.session_state.get(f"{key}_page_run") else scheduling.TICK_SLOTS
 
 
 def live_view(sess: PlaygroundSession, key: str, name: str, period: float | None, layer: int,
@@ -285,8 +340,9 @@ def live_view(sess: PlaygroundSession, key: str, name: str, period: float | None
 
     @st.fragment(run_every=period if sess.running and period else None)
     def draw() -> None:
-        snap = picked_snapshot(sess, key)
-        history = history_until(sess.trainer.history, snap.step)
-        views.render_view(name, snap, history, key=f"{key}_v_{name}", layer=layer, options=options)
+        with view_slot(key):
+            snap = picked_snapshot(sess, key)
+            history = view_history(sess, name, snap.step)
+            views.render_view(name, snap, history, key=f"{key}_v_{name}", layer=layer, options=options)
 
     draw()

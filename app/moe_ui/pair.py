@@ -24,12 +24,17 @@ from moe_ui.live import (
     BATCH_FORMAT,
     BATCH_HELP,
     QUALITY,
-    TICK_SECONDS,
     TRAIN_BUDGET_S,
     batch_numbers,
     layer_suffix,
+    page_pace,
+    page_run,
     refresh_periods,
+    retime_due,
+    tick_seconds,
+    view_history,
     view_options,
+    view_slot,
 )
 from moe_ui.state import presenter_mode
 
@@ -248,8 +253,9 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
 
     stop_at: a lesson step's budget: both pause when A reaches it, and the status says so."""
     presence.guard([a, b], key)
+    pace = page_pace(key)
 
-    @st.fragment(run_every=TICK_SECONDS if (a.running or b.running) else None)
+    @st.fragment(run_every=tick_seconds(pace) if (a.running or b.running) else None)
     def tick() -> None:
         timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
         if timer:
@@ -268,21 +274,26 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
                 st.session_state[f"{key}_was_running"] = False
                 st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
             st.session_state[f"{key}_was_running"] = running
+            if running and retime_due(key):
+                st.rerun()  # the class grew or shrank: a full run retimes the views (live.page_pace)
 
     st.session_state[f"{key}_full_run"] = True
     tick()
     chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
     chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]
-    periods = refresh_periods(chosen, charts_per_view=2)
+    periods = refresh_periods(chosen, charts_per_view=2, pace=pace)
     side_titles_row(titles)
-    for name in chosen:
-        pair_fragment(a, b, key, name, periods[name], layer, options)
+    with page_run(key):
+        for name in chosen:
+            pair_fragment(a, b, key, name, periods[name], layer, options)
 
 
 def pair_fragment(a: PlaygroundSession, b: PlaygroundSession, key: str, name: str, period: float | None, layer: int,
                   options: dict) -> None:
     @st.fragment(run_every=period if (a.running or b.running) and period else None)
     def draw() -> None:
-        view_pair(name, a.latest, a.trainer.history, b.latest, b.trainer.history, key, layer, options)
+        with view_slot(key):
+            view_pair(name, a.latest, view_history(a, name, a.step), b.latest, view_history(b, name, b.step), key,
+                      layer, options)
 
     draw()

@@ -8,6 +8,7 @@ budget from its caller.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -69,21 +70,23 @@ TRAINING_SLOTS = FairSlots(1)
 # training, split evenly over the sessions that trained in the last ACTIVE_WINDOW_S seconds, between
 # MIN_TICK_BUDGET_S and the caller's budget (the app's TRAIN_BUDGET_S). Everyone's training slows down by the same
 # factor and every page keeps redrawing. A tick that cannot get the training slot within SLOT_TIMEOUT_S skips
-# training (the page still redraws) instead of queueing behind a heavy configuration. 0.3 s of each 0.75 s tick
-# interval leaves most of the process's one core (one interpreter lock) for drawing: with ten students a share of
-# 0.5 s gave 0.70 ticks/s each, 0.3 s gave 0.90 (bench_classroom.py; benchmarks/README.md, "Classroom load").
-TRAINING_SHARE_S = 0.3
+# training (the page still redraws) instead of queueing behind a heavy configuration. 0.45 s gives each of 15
+# students on one process 30 ms a tick; a process that drew more of the class (a random cookie splits 30 students
+# 18/12 one time in four) shares the same time among more, so ticks stay above one a second instead of queueing
+# (bench_classroom.py --replicas 2; benchmarks/README.md, "A class of 30").
+TRAINING_SHARE_S = 0.45
 MIN_TICK_BUDGET_S = 0.02
 ACTIVE_WINDOW_S = 3.0
 SLOT_TIMEOUT_S = 1.0
 
-# Server-wide cap on live ticks (fragment reruns: the run_every timer's, or a widget inside the live area) training
+# Server-wide cap on live fragment reruns (a tick, a view's timer redraw, or a widget inside the live area) training
 # and drawing at the same time, served in arrival order; live.py and pair.py take the slot. A learner's own action
 # (a full run: a click, a slider) never waits for it. One at a time, because the server is one Python process:
-# ticks running side by side share one interpreter lock, and a training chunk (hundreds of small torch ops, each
-# giving the lock up) then waits for it after every op while another tick draws. Measured with ten students
+# reruns side by side share one interpreter lock, and a training chunk (hundreds of small torch ops, each giving
+# the lock up) then waits for it after every op while another rerun draws. Measured with ten students
 # (benchmarks/bench_classroom.py, 30 s, wire students): two slots, 1.1 steps per 30 ms chunk; one slot, 2.8 steps,
-# at the same 0.9-1.0 ticks/s per student. A tick waiting here uses no CPU.
+# at the same 0.9-1.0 ticks/s per student; with 30 students on two processes, view redraws in the slot too raised
+# training from ~11 to ~13 steps/s per student. A rerun waiting here uses no CPU.
 TICK_SLOTS = FairSlots(1)
 
 
@@ -96,22 +99,41 @@ class _TrainingLoad:
 
     def active(self, key: int) -> int:
         """Mark `key` as training now; return how many sessions trained within ACTIVE_WINDOW_S (itself included)."""
-        now = time.monotonic()
         with self._lock:
-            self._seen[key] = now
-            for k in [k for k, t in self._seen.items() if now - t > ACTIVE_WINDOW_S]:
-                del self._seen[k]
-            return len(self._seen)
+            self._seen[key] = time.monotonic()
+            return self._count()
+
+    def count(self) -> int:
+        """How many sessions trained within ACTIVE_WINDOW_S."""
+        with self._lock:
+            return self._count()
+
+    def _count(self) -> int:
+        now = time.monotonic()
+        for k in [k for k, t in self._seen.items() if now - t > ACTIVE_WINDOW_S]:
+            del self._seen[k]
+        return len(self._seen)
 
 
 TRAINING_LOAD = _TrainingLoad()
 
 
+# Chart redraws slow down as the class grows. Each redraw is a script run of its own (Streamlit's fixed cost per
+# run plus the figure and its JSON), on the one core this process has. Up to QUIET_CLASS training sessions pages
+# redraw at their own pace; above it, at pace level L = ceil(sessions / QUIET_CLASS) a page redraws its charts L
+# times less often (live.refresh_periods). The headline still updates every tick, and the training share is unchanged.
+QUIET_CLASS = 5
+
+
+def pace_level(active: int | None = None) -> int:
+    """1 while at most QUIET_CLASS sessions train in this process, 2 up to twice that, and so on."""
+    n = TRAINING_LOAD.count() if active is None else active
+    return max(1, math.ceil(n / QUIET_CLASS))
+
+
 def fair_budget(budget_s: float, active: int) -> float:
     """One session's training time for a tick when `active` sessions are training."""
     return min(budget_s, max(MIN_TICK_BUDGET_S, TRAINING_SHARE_S / max(1, active)))
-
-
 
 
 def live_tick(sess: PlaygroundSession, budget_s: float, steps: int) -> TickResult:

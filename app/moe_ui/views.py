@@ -17,6 +17,7 @@ from moe_core.views import VIEW_TITLES
 VIEWS = VIEW_TITLES
 DEFAULT_VIEWS = ["routing_map", "language", "load", "buffers", "curves"]  # the first two: 2-D or language
 BATCH_VIEWS = ("load", "buffers", "scaling")  # drawn from the last training batch
+HISTORY_VIEWS = ("curves",)  # drawn from the training history; the others from the snapshot alone
 DEFAULT_CURVES = ["task_loss", "max_vio", "dropped_frac"]
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 

@@ -64,3 +64,73 @@ def test_the_views_read_the_timeline_without_writing_it(monkeypatch):
     assert live.picked_snapshot(sess, "k").step == sess.step
     sess.running = True
     assert live.picked_snapshot(sess, "k").step == sess.step
+
+
+@pytest.mark.parametrize("pace", [1, 2, 3, 5])
+def test_a_busy_server_divides_the_page_redraw_rate_by_its_pace_level(pace):
+    chosen = list(VIEWS)
+    periods = refresh_periods(chosen, pace=pace)
+    assert sum(1 / p for p in periods.values() if p) <= MAX_REDRAWS_PER_S / pace + 1e-9
+    calm = refresh_periods(chosen)
+    assert all((periods[v] is None) == (calm[v] is None) for v in chosen)
+    assert all(periods[v] >= calm[v] for v in chosen if calm[v])
+
+
+def test_a_busy_server_still_ticks_more_than_once_a_second():
+    from moe_ui.live import BUSY_TICK_SECONDS, TICK_SECONDS, tick_seconds
+
+    assert tick_seconds(1) == TICK_SECONDS
+    assert tick_seconds(2) == tick_seconds(4) == BUSY_TICK_SECONDS
+    assert TICK_SECONDS <= BUSY_TICK_SECONDS <= 0.9, "issue #17: every student at least one tick a second"
+
+
+def test_a_page_retimes_when_the_pace_moved_but_not_more_often_than_retime_s(monkeypatch):
+    from moe_ui import live, scheduling
+
+    state: dict = {}
+    clock = [1000.0]
+    level = [1]
+    monkeypatch.setattr(live.st, "session_state", state)
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(scheduling, "pace_level", lambda active=None: level[0])
+    assert live.page_pace("k") == 1
+    assert not live.retime_due("k")
+    level[0] = 3
+    assert not live.retime_due("k"), "timed a moment ago: no full run yet"
+    clock[0] += live.RETIME_S
+    assert live.retime_due("k")
+    assert live.page_pace("k") == 3 and not live.retime_due("k"), "a full run retimed the page"
+    clock[0] += 10 * live.RETIME_S
+    assert not live.retime_due("k"), "same pace: never a full run"
+
+
+def test_timer_redraws_wait_for_the_tick_slot_and_full_runs_do_not(monkeypatch):
+    from contextlib import nullcontext
+
+    from moe_ui import live, scheduling
+
+    state: dict = {}
+    monkeypatch.setattr(live.st, "session_state", state)
+    assert live.view_slot("k") is scheduling.TICK_SLOTS, "a view's own timer rerun queues like a tick"
+    with live.page_run("k"):
+        assert isinstance(live.view_slot("k"), nullcontext), "the learner's action never waits"
+    assert live.view_slot("k") is scheduling.TICK_SLOTS
+    with pytest.raises(RuntimeError), live.page_run("k"):
+        raise RuntimeError("a run stopped half way")
+    assert live.view_slot("k") is scheduling.TICK_SLOTS, "the mark never outlives its run"
+
+
+def test_only_the_curves_build_the_history(monkeypatch):
+    from moe_ui import live
+    from moe_ui.views import HISTORY_VIEWS
+
+    from moe_core.training.session import PlaygroundSession
+
+    sess = PlaygroundSession()
+    sess.step_once()
+    built = []
+    real = type(sess.trainer).history
+    monkeypatch.setattr(type(sess.trainer), "history", property(lambda t: built.append(1) or real.fget(t)))
+    assert live.view_history(sess, "load", sess.step).empty and not built
+    assert set(HISTORY_VIEWS) == {"curves"}
+    assert len(live.view_history(sess, "curves", sess.step)) == 1 and built

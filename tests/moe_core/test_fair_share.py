@@ -118,3 +118,33 @@ def test_a_live_tick_that_cannot_get_the_training_slot_skips_training_but_keeps_
         session_module.TRAINING_SLOTS.release()
     assert result.steps == 0 and s.step == 0 and s.running and len(s.timeline) == 1
     assert session_module.live_tick(s, 10.0, s.settings.steps_per_tick).steps == 5, "the next tick trains"
+
+
+def test_counting_the_class_marks_nobody(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(session_module.time, "monotonic", lambda: clock[0])
+    load = session_module._TrainingLoad()
+    assert load.count() == 0
+    load.active(1)
+    load.active(2)
+    assert load.count() == 2 and load.count() == 2, "reading the size does not add a session"
+    clock[0] += session_module.ACTIVE_WINDOW_S + 0.5
+    assert load.count() == 0, "stale sessions expire on a read too"
+
+
+def test_the_pace_level_rises_by_one_per_quiet_class():
+    quiet = session_module.QUIET_CLASS
+    assert [session_module.pace_level(n) for n in (0, 1, quiet)] == [1, 1, 1]
+    assert session_module.pace_level(quiet + 1) == 2
+    assert session_module.pace_level(2 * quiet) == 2
+    assert session_module.pace_level(3 * quiet) == 3
+    levels = [session_module.pace_level(n) for n in range(0, 60)]
+    assert levels == sorted(levels), "a bigger class never redraws faster"
+
+
+def test_the_pace_level_reads_the_server_load(monkeypatch):
+    monkeypatch.setattr(session_module, "TRAINING_LOAD", session_module._TrainingLoad())
+    assert session_module.pace_level() == 1
+    for k in range(2 * session_module.QUIET_CLASS + 1):
+        session_module.TRAINING_LOAD.active(k)
+    assert session_module.pace_level() == 3
