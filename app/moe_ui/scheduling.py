@@ -71,9 +71,9 @@ TRAINING_SLOTS = FairSlots(1)
 # MIN_TICK_BUDGET_S and the caller's budget (the app's TRAIN_BUDGET_S). Everyone's training slows down by the same
 # factor and every page keeps redrawing. A tick that cannot get the training slot within SLOT_TIMEOUT_S skips
 # training (the page still redraws) instead of queueing behind a heavy configuration. 0.45 s gives each of 15
-# students on one process 30 ms a tick; a process that drew more of the class (a random cookie splits 30 students
-# 18/12 one time in four) shares the same time among more, so ticks stay above one a second instead of queueing
-# (bench_classroom.py --replicas 2; benchmarks/README.md, "A class of 30").
+# students on one process 30 ms a tick; a process that drew more of the class (a random cookie gives one of two
+# processes 18 or more of 30 students one time in three) shares the same time among more, so ticks stay above one a
+# second instead of queueing (bench_classroom.py --replicas 2; benchmarks/README.md, "A class of 30").
 TRAINING_SHARE_S = 0.45
 MIN_TICK_BUDGET_S = 0.02
 ACTIVE_WINDOW_S = 3.0
