@@ -10,13 +10,12 @@ import pytest
 from apptools import fresh, metric, warnings_text
 from streamlit.testing.v1 import AppTest
 
-from moe_core.layer.config import CAUSAL_ROUTERS, ROUTERS
+from moe_core.layer.config import CAUSAL_ROUTERS, FORCED_TOP_K, ROUTERS  # FORCED_TOP_K: routers that fix k
 from moe_core.lessons.lesson_files import load_lessons
 from moe_core.training.datasets import DATASETS
 from moe_core.training.settings import PlaygroundSettings
 
 LESSONS = load_lessons()
-FORCED_TOP_K = {"switch": 1, "gshard_top2": 2}  # routers that fix k (app/moe_ui/controls.py)
 
 
 def every_ordered_pair(nodes: list[str]) -> list[str]:

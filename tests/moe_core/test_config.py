@@ -68,7 +68,7 @@ def test_replace_validates():
 configs = st.builds(
     lambda E, k_frac, cf, router, norm, pol, aux, z, noise, shared, rate, slots: MoEConfig(
         n_experts=max(E, 2) if router == "gshard_top2" else E,
-        top_k={"switch": 1, "gshard_top2": 2}.get(router, max(1, min(E, round(k_frac * E)))),
+        top_k=FORCED_TOP_K.get(router, max(1, min(E, round(k_frac * E)))),
         capacity_factor=cf,
         router=router,
         normalize_topk=norm,

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from moe_core import ROUTERS, MoEConfig, MoELayer
+from moe_core.layer.config import FORCED_TOP_K
 from moe_core.layer.routers.base import softmax_topk
 
 
@@ -17,7 +18,7 @@ from moe_core.layer.routers.base import softmax_topk
 def layer_cases(draw):
     router = draw(st.sampled_from(ROUTERS))
     E = draw(st.integers(2 if router == "gshard_top2" else 1, 12))
-    k = {"switch": 1, "gshard_top2": 2}.get(router) or draw(st.integers(1, E))
+    k = FORCED_TOP_K.get(router) or draw(st.integers(1, E))
     cfg = MoEConfig(
         d_model=draw(st.sampled_from([4, 6, 8])),
         n_experts=E,
