@@ -61,6 +61,22 @@ def _has_positive(history: pd.DataFrame, metric: str) -> bool:
     return bool((history[cols].to_numpy() > 0).any())
 
 
+def _log_axis(log_y: bool, history: pd.DataFrame, metric: str) -> bool:
+    """A log axis, unless the panel has no value above 0 (a log axis of nothing but zeros would be empty)."""
+    return log_y and _has_positive(history, metric)
+
+
+def _decades(history: pd.DataFrame, metric: str) -> float:
+    """How many powers of ten the panel's positive values span."""
+    cols = load_columns(history) if metric == "load" else [metric]
+    values = history[cols].to_numpy()
+    positive = values[values > 0]
+    return float(np.log10(positive.max() / positive.min())) if positive.size else 0.0
+
+
+LOG_LABEL_PX = 28  # vertical room one log-axis label needs
+
+
 def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = False) -> go.Figure:
     """One panel per metric (a single panel for one metric), all sharing x = step.
 
@@ -100,10 +116,13 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
                              hovertemplate=f"{metric_label(m)}: %{{y:.4g}} at step %{{x}}<extra></extra>"))
             if m in ENTROPY_METRICS and n_experts > 1:
                 top = math.log(n_experts)
+                # On a log axis Plotly places an annotation in log10 units (a shape in data units): ln 8 = 2.08
+                # as an annotation's y would sit at 10^2.08 = 120 and stretch the panel to hundreds
+                label_y = math.log10(top) if _log_axis(log_y, history, m) else top
                 shapes.append(dict(type="line", xref=f"{xa} domain", x0=0, x1=1, yref=ya, y0=top, y1=top,
                                    line=dict(color="#888", width=1.5, dash="dot")))
                 annotations.append(dict(text=f"ln {n_experts} = {top:.2f} (uniform)", xref=f"{xa} domain", x=1.0,
-                                        xanchor="right", yref=ya, y=top, yanchor="bottom", showarrow=False,
+                                        xanchor="right", yref=ya, y=label_y, yanchor="bottom", showarrow=False,
                                         font=dict(size=13, color="#666")))
         if n > 1:
             annotations.append(panel_title(metric_label(m), axes[f"xaxis{axis_id(i)}"], axes[f"yaxis{axis_id(i)}"]))
@@ -112,10 +131,13 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
     for i, m in enumerate(shown):
         ya = layout[f"yaxis{axis_id(i)}"]
         ya.update(type="linear", automargin=True)
-        if log_y and _has_positive(history, m):  # a log axis of nothing but zeros would be empty
+        if _log_axis(log_y, history, m):
             # every label the value itself: Plotly otherwise labels the ticks between powers of ten with one digit
-            # (0.3 read as "3")
-            ya.update(type="log", dtick="D2", tickformat=".2~g")
+            # (0.3 read as "3"). 1, 2 and 5 in each decade while they fit the panel; a panel whose values span
+            # more decades than that gets one label per power of ten, or the labels overlap
+            panel_px = height if n == 1 else (PANEL_PX if n <= 4 else MIN_PANEL_PX)
+            fits = 3 * _decades(history, m) * LOG_LABEL_PX <= panel_px
+            ya.update(type="log", dtick="D2" if fits else 1, tickformat=".2~g")
         if n == 1:
             ya["title"] = dict(text=metric_label(m))
     layout[f"xaxis{axis_id(n - 1)}"]["title"] = dict(text="step")

@@ -87,3 +87,29 @@ def test_log_axes_label_every_tick_with_its_value_and_skip_panels_of_zeros():
     fig = training_curves(h, ["max_vio", "dropped_frac"], log_y=True)
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat  # 0.3 reads 0.3, not "3"
     assert fig.layout.yaxis2.type == "linear"  # nothing above 0: a log axis would be empty
+
+
+@pytest.mark.parametrize("log_y", [False, True])
+def test_the_uniform_entropy_line_sits_at_ln_e_on_linear_and_log_axes(log_y):
+    """On a log axis Plotly reads an annotation's y as log10 of the value (a shape's y as the value): the label must
+    be given as log10(ln E) there, or it lands at 10^(ln E) and stretches the panel to hundreds."""
+    E = 8
+    fig = training_curves(_history(E=E), ["router_entropy"], log_y=log_y)
+    assert fig.layout.yaxis.type == ("log" if log_y else "linear")
+    top = np.log(E)
+    (line,) = [s for s in fig.layout.shapes if s.type == "line"]
+    assert line.y0 == pytest.approx(top) and line.y1 == pytest.approx(top)
+    (label,) = [a for a in fig.layout.annotations if "uniform" in a.text]
+    assert label.y == pytest.approx(np.log10(top) if log_y else top) and f"{top:.2f}" in label.text
+
+
+def test_log_panels_label_1_2_5_while_they_fit_and_powers_of_ten_when_not():
+    h = _history()
+    h["task_loss"] = np.geomspace(1.0, 5e-4, len(h))  # 3.3 decades
+    h["aux_loss"] = np.linspace(0.3, 0.9, len(h))  # half a decade: 0.3, 0.5 fit
+    many = ["task_loss", "aux_loss", "loss", "max_vio", "router_entropy"]  # five short panels
+    fig = training_curves(h, many, log_y=True)
+    assert fig.layout.yaxis.dtick == 1, "3.3 decades of 1-2-5 labels would overlap in a short panel"
+    assert fig.layout.yaxis2.dtick == "D2", "a panel within one decade keeps labels between powers of ten"
+    alone = training_curves(h, ["task_loss"], log_y=True)
+    assert alone.layout.yaxis.dtick == "D2", "a single tall panel has room for them"
