@@ -267,10 +267,9 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
 
     @st.fragment(run_every=tick_seconds(pace) if sess.running else None)
     def tick() -> None:
-        timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
-        if timer:
+        if not in_page_run(key):  # a run_every rerun, not the learner's action
             presence.pause_if_idle([sess])
-        with scheduling.TICK_SLOTS if timer else nullcontext():
+        with live_slot(key):
             # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
             # (Streamlit then stops this run) ends here instead of training for a page that is gone.
             status_box = st.empty()
@@ -299,17 +298,16 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             if sess.running and retime_due(key):
                 st.rerun()  # the class grew or shrank: a full run retimes the page (page_pace)
 
-    st.session_state[f"{key}_full_run"] = True
-    tick()
-    timeline_slider(sess, key)
-    snap = picked_snapshot(sess, key)
-    chosen, options, layer = view_options(snap, key, default_views, allowed_views)
-    shown = [v for v in chosen if v in views.available_views(snap)]
-    periods = refresh_periods(shown, pace=pace)
-    if sess.running and shown:
-        st.caption(":material/schedule: While training, the numbers above update every tick and each chart every "
-                   "few seconds, so each chart says the step it shows. Pause to see them all at one step.")
     with page_run(key):
+        tick()
+        timeline_slider(sess, key)
+        snap = picked_snapshot(sess, key)
+        chosen, options, layer = view_options(snap, key, default_views, allowed_views)
+        shown = [v for v in chosen if v in views.available_views(snap)]
+        periods = refresh_periods(shown, pace=pace)
+        if sess.running and shown:
+            st.caption(":material/schedule: While training, the numbers above update every tick and each chart "
+                       "every few seconds, so each chart says the step it shows. Pause to see them all at one step.")
         for row_start in range(0, len(shown), 2):
             for col, name in zip(st.columns(2), shown[row_start : row_start + 2], strict=False):
                 with col:
@@ -318,8 +316,8 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
 
 @contextmanager
 def page_run(key: str) -> Iterator[None]:
-    """Marks the views drawn inside as part of a full run (the learner's action), which never waits for a slot;
-    a view's own timer rerun does (view_slot)."""
+    """Marks the live fragments drawn inside (the tick, the views) as part of a full run, the learner's action:
+    they never wait for a slot. Their own timer reruns, which run the fragment alone, do (live_slot)."""
     st.session_state[f"{key}_page_run"] = True
     try:
         yield
@@ -327,11 +325,15 @@ def page_run(key: str) -> Iterator[None]:
         st.session_state[f"{key}_page_run"] = False
 
 
-def view_slot(key: str) -> AbstractContextManager:
-    """A timer redraw of a view waits for the server's TICK_SLOTS like a tick, so that no chart is built while
-    another session's tick trains (every Python thread of the process shares one interpreter lock: a redraw
-    beside a training chunk made each training step ~2x slower). Inside a full run: no wait."""
-    return nullcontext() if st.session_state.get(f"{key}_page_run") else scheduling.TICK_SLOTS
+def in_page_run(key: str) -> bool:
+    return bool(st.session_state.get(f"{key}_page_run"))
+
+
+def live_slot(key: str) -> AbstractContextManager:
+    """A timer rerun of a live fragment (a tick or a view's redraw) waits for the server's TICK_SLOTS, so that no
+    chart is built while another session's tick trains (every Python thread of the process shares one interpreter
+    lock: a redraw beside a training chunk made each training step ~2x slower). Inside a full run: no wait."""
+    return nullcontext() if in_page_run(key) else scheduling.TICK_SLOTS
 
 
 def live_view(sess: PlaygroundSession, key: str, name: str, period: float | None, layer: int,
@@ -340,7 +342,7 @@ def live_view(sess: PlaygroundSession, key: str, name: str, period: float | None
 
     @st.fragment(run_every=period if sess.running and period else None)
     def draw() -> None:
-        with view_slot(key):
+        with live_slot(key):
             snap = picked_snapshot(sess, key)
             history = view_history(sess, name, snap.step)
             views.render_view(name, snap, history, key=f"{key}_v_{name}", layer=layer, options=options)

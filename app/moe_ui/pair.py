@@ -7,7 +7,6 @@ and show the same views in two columns under "A: ..." / "B: ..." titles that say
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,9 @@ from moe_ui.live import (
     QUALITY,
     TRAIN_BUDGET_S,
     batch_numbers,
+    in_page_run,
     layer_suffix,
+    live_slot,
     page_pace,
     page_run,
     refresh_periods,
@@ -34,7 +35,6 @@ from moe_ui.live import (
     tick_seconds,
     view_history,
     view_options,
-    view_slot,
 )
 from moe_ui.state import presenter_mode
 
@@ -257,10 +257,9 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
 
     @st.fragment(run_every=tick_seconds(pace) if (a.running or b.running) else None)
     def tick() -> None:
-        timer = not st.session_state.pop(f"{key}_full_run", False)  # a run_every rerun, not the learner's action
-        if timer:
+        if not in_page_run(key):  # a run_every rerun, not the learner's action
             presence.pause_if_idle([a, b])
-        with scheduling.TICK_SLOTS if timer else nullcontext():
+        with live_slot(key):
             status_box = st.empty()  # a yield point: a tick whose page is gone stops here (see live_area)
             if train_both(a, b, stop_at):
                 st.session_state[f"{key}_budget_done"] = (a.step, b.step)
@@ -277,13 +276,12 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
             if running and retime_due(key):
                 st.rerun()  # the class grew or shrank: a full run retimes the views (live.page_pace)
 
-    st.session_state[f"{key}_full_run"] = True
-    tick()
-    chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
-    chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]
-    periods = refresh_periods(chosen, charts_per_view=2, pace=pace)
-    side_titles_row(titles)
     with page_run(key):
+        tick()
+        chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
+        chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]
+        periods = refresh_periods(chosen, charts_per_view=2, pace=pace)
+        side_titles_row(titles)
         for name in chosen:
             pair_fragment(a, b, key, name, periods[name], layer, options)
 
@@ -292,7 +290,7 @@ def pair_fragment(a: PlaygroundSession, b: PlaygroundSession, key: str, name: st
                   options: dict) -> None:
     @st.fragment(run_every=period if (a.running or b.running) and period else None)
     def draw() -> None:
-        with view_slot(key):
+        with live_slot(key):
             view_pair(name, a.latest, view_history(a, name, a.step), b.latest, view_history(b, name, b.step), key,
                       layer, options)
 

@@ -111,13 +111,13 @@ def test_timer_redraws_wait_for_the_tick_slot_and_full_runs_do_not(monkeypatch):
 
     state: dict = {}
     monkeypatch.setattr(live.st, "session_state", state)
-    assert live.view_slot("k") is scheduling.TICK_SLOTS, "a view's own timer rerun queues like a tick"
+    assert live.live_slot("k") is scheduling.TICK_SLOTS, "a view's own timer rerun queues like a tick"
     with live.page_run("k"):
-        assert isinstance(live.view_slot("k"), nullcontext), "the learner's action never waits"
-    assert live.view_slot("k") is scheduling.TICK_SLOTS
+        assert isinstance(live.live_slot("k"), nullcontext), "the learner's action never waits"
+    assert live.live_slot("k") is scheduling.TICK_SLOTS
     with pytest.raises(RuntimeError), live.page_run("k"):
         raise RuntimeError("a run stopped half way")
-    assert live.view_slot("k") is scheduling.TICK_SLOTS, "the mark never outlives its run"
+    assert live.live_slot("k") is scheduling.TICK_SLOTS, "the mark never outlives its run"
 
 
 def test_only_the_curves_build_the_history(monkeypatch):
