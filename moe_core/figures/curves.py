@@ -56,9 +56,13 @@ def _present(history: pd.DataFrame, metrics: list[str]) -> list[str]:
     return out
 
 
+def _values(history: pd.DataFrame, metric: str) -> np.ndarray:
+    """The panel's values: the metric's column, or every expert's load column for "load"."""
+    return history[load_columns(history) if metric == "load" else [metric]].to_numpy()
+
+
 def _has_positive(history: pd.DataFrame, metric: str) -> bool:
-    cols = load_columns(history) if metric == "load" else [metric]
-    return bool((history[cols].to_numpy() > 0).any())
+    return bool((_values(history, metric) > 0).any())
 
 
 def _log_axis(log_y: bool, history: pd.DataFrame, metric: str) -> bool:
@@ -68,8 +72,7 @@ def _log_axis(log_y: bool, history: pd.DataFrame, metric: str) -> bool:
 
 def _decades(history: pd.DataFrame, metric: str) -> float:
     """How many powers of ten the panel's positive values span."""
-    cols = load_columns(history) if metric == "load" else [metric]
-    values = history[cols].to_numpy()
+    values = _values(history, metric)
     positive = values[values > 0]
     return float(np.log10(positive.max() / positive.min())) if positive.size else 0.0
 
@@ -94,7 +97,8 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
         history = history.iloc[np.linspace(0, len(history) - 1, MAX_ROWS).round().astype(int)]
     x = history["step"].to_numpy() if "step" in history.columns else np.arange(len(history))
     n = len(shown)
-    height = 360 if n == 1 else 110 + (PANEL_PX if n <= 4 else MIN_PANEL_PX) * n  # grows: panels stay readable
+    panel_px = PANEL_PX if n <= 4 else MIN_PANEL_PX
+    height = 360 if n == 1 else 110 + panel_px * n  # grows: panels stay readable
     mode = "lines" if len(history) > 1 else "markers"  # one step is a point, not an empty chart
     vspace = min(0.12, 45.0 / height)
     axes = grid_axes(n, 1, vspace=vspace, shared_x=True)
@@ -135,8 +139,7 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
             # every label the value itself: Plotly otherwise labels the ticks between powers of ten with one digit
             # (0.3 read as "3"). 1, 2 and 5 in each decade while they fit the panel; a panel whose values span
             # more decades than that gets one label per power of ten, or the labels overlap
-            panel_px = height if n == 1 else (PANEL_PX if n <= 4 else MIN_PANEL_PX)
-            fits = 3 * _decades(history, m) * LOG_LABEL_PX <= panel_px
+            fits = 3 * _decades(history, m) * LOG_LABEL_PX <= (height if n == 1 else panel_px)
             ya.update(type="log", dtick="D2" if fits else 1, tickformat=".2~g")
         if n == 1:
             ya["title"] = dict(text=metric_label(m))
