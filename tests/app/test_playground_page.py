@@ -213,3 +213,27 @@ def test_widget_ranges_and_labels_come_from_controls():
         assert len(s.options) == len(c.marks), s.label
     router_box = next(s for s in at.selectbox if s.label == CONTROL_BY_FIELD["router"].label)
     assert router_box.options == [r.label for r in ROUTER_CATALOGUE]
+
+
+def test_every_curve_on_log_scale_keeps_the_uniform_entropy_line_at_ln_e():
+    """The learner's path the walker took: train, pick every curve, turn on Log scale. The entropy panels' ln E
+    label must sit at ln E (log10 of it on a log axis), not stretch the axis to hundreds."""
+    import math
+
+    from moe_core.figures import METRIC_LABELS
+
+    at = fresh()
+    for _ in range(3):
+        at.button(key="play_step").click().run()
+    curves = next(m for m in at.multiselect if m.key == "play_curves")
+    curves.set_value([m for m in METRIC_LABELS if m != "mse"]).run()  # every curve a classifier records
+    next(t for t in at.toggle if t.key == "play_logy").set_value(True).run()
+    assert not at.exception, [e.message for e in at.exception]
+    spec = next(s for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                if s["layout"]["title"]["text"] == "Training curves")
+    log_axes = [k for k, v in spec["layout"].items() if k.startswith("yaxis") and v.get("type") == "log"]
+    assert log_axes, "Log scale gives log axes"
+    labels = [a for a in spec["layout"]["annotations"] if "(uniform)" in a["text"]]
+    assert labels, "the entropy panels keep their ln E line"
+    for a in labels:
+        assert a["y"] == pytest.approx(math.log10(math.log(8))), a
