@@ -147,14 +147,15 @@ def server_pid(launcher_pid: int) -> int:
 
 
 @contextlib.contextmanager
-def fresh_server(quiet_pct: float | None, replicas: int = 0):
+def fresh_server(quiet_pct: float | None, replicas: int = 0, pin: bool = True):
     """A new app server on a free port (after waiting for the machine to be quiet, if asked): (url, server pid).
-    replicas >= 1: that many app processes behind the shipped deploy/nginx.conf (e2e_helpers.nginx_stack), and
-    the pid is a tuple of the replicas' pids (CPU and RSS are then summed over them)."""
+    replicas = 2: two app processes behind the shipped deploy/nginx.conf (e2e_helpers.nginx_stack; pin: each on
+    its own core, as docs/deploy.md starts them), and the pid is a tuple of the replicas' pids (CPU and RSS are
+    then summed over them)."""
     if quiet_pct is not None:
         wait_for_quiet(quiet_pct)
     if replicas:
-        with e2e_helpers.nginx_stack(replicas) as (url, procs):
+        with e2e_helpers.nginx_stack(replicas, pin) as (url, procs):
             yield url, tuple(server_pid(p.pid) for p in procs)
         return
     port = free_port()
@@ -671,7 +672,7 @@ def measure_classroom(browser, url: str, server: int, n_sessions: int, seconds: 
     result["meets_class_targets"] = bool(result["ticks_per_s_min"] >= CLASS_TICKS_PER_S
                                          and min(r["steps_per_s"] for r in rows) >= CLASS_STEPS_PER_S
                                          and result["latency_p95_s"] <= TARGET_P95_S)
-    # behind nginx: how many students each replica got (a random cookie splits a class like coin tosses)
+    # behind nginx: how many students each replica got (first visits take turns, so 15/15 for a class of 30)
     replicas = [r["replica"] for r in rows if r["replica"]]
     result["replica_split"] = sorted(Counter(replicas).values(), reverse=True) if replicas else None
     return result
@@ -803,9 +804,11 @@ def main(argv: list[str] | None = None) -> int:
                          "with no measurement (--seconds 0) run this many open/train/close rounds")
     ap.add_argument("--browsers", type=int, default=None,
                     help="how many of the N sessions are chromium pages (default: all); the rest are wire students")
-    ap.add_argument("--replicas", type=int, default=0,
-                    help="that many app processes behind the shipped deploy/nginx.conf (students connect to nginx); "
-                         "0: one process, directly")
+    ap.add_argument("--replicas", type=int, default=0, choices=(0, 2),
+                    help="2: two app processes behind the shipped deploy/nginx.conf, each on its own core (students "
+                         "connect to nginx); 0: one process, directly")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="with --replicas: let the replicas run on any core instead of one core each")
     ap.add_argument("--quiet", type=float, default=None, metavar="PCT",
                     help="before each measurement wait (up to 30 min) until other jobs use at most PCT %% of a core")
     ap.add_argument("--out", type=Path, help="write every number as JSON here")
@@ -823,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.soak_minutes:
                 n = args.sessions[0]
-                with fresh_server(args.quiet, args.replicas) as (url, server):
+                with fresh_server(args.quiet, args.replicas, not args.no_pin) as (url, server):
                     print(f"soak: {n} sessions for {args.soak_minutes:g} min (server pid {server})")
                     r = soak(browser, url, server, n, args.soak_minutes, n_browsers=args.browsers)
                     if args.release_rounds:
@@ -833,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(soak_table(r))
             else:
                 for n in args.sessions:
-                    with fresh_server(args.quiet, args.replicas) as (url, server):
+                    with fresh_server(args.quiet, args.replicas, not args.no_pin) as (url, server):
                         print(f"N = {n}: {args.seconds:g} s window (server pid {server}, load {loadavg():.2f})")
                         for rnd in range(max(1, args.release_rounds)):
                             r = measure_classroom(browser, url, server, n, args.seconds, args.warmup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import subprocess
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,38 +36,27 @@ def _nginx_test():
 
 
 @contextlib.contextmanager
-def nginx_stack(replicas: int = 2):
-    """`replicas` app processes behind the shipped deploy/nginx.conf (only ports and log folder substituted),
-    as tests/deploy/test_nginx_sticky.py runs it: yields (nginx url, the replicas' Popen objects)."""
-    if replicas < 2:
-        raise ValueError("the shipped config lists two replicas: nginx_stack needs at least 2")
+def nginx_stack(replicas: int = 2, pin: bool = True):
+    """Two app processes behind the shipped deploy/nginx.conf (only ports and log folder substituted), as
+    tests/deploy/test_nginx_sticky.py runs it: yields (nginx url, the replicas' Popen objects). pin: replica i
+    runs on the i-th core this process may use, as docs/deploy.md starts them (`taskset -c`), when there is a
+    core for each."""
+    if replicas != 2:
+        raise ValueError(f"the shipped deploy/nginx.conf names two replicas, so nginx_stack runs two, not {replicas}")
     h, t = load(), _nginx_test()
     if t.NGINX is None:
         raise SystemExit("nginx is not installed (apt-get install nginx)")
+    cores = sorted(os.sched_getaffinity(0))
+    pin = pin and len(cores) >= replicas
     with tempfile.TemporaryDirectory(prefix="moe-nginx-") as tmp_name:
         tmp = Path(tmp_name)
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (tmp / kind).mkdir()
         ports = [h.free_port() for _ in range(replicas)]
-        procs = [h.start_app(p, log_path=tmp / f"replica-{p}.log") for p in ports]
+        procs = []
         try:
-            listen = h.free_port()
-            site = tmp / "moe-playground.conf"
-            text = t.render_config(ports[:2], listen, tmp)
-            extra = "".join(f"    server 127.0.0.1:{p} max_fails=2 fail_timeout=10s;\n" for p in ports[2:])
-            site.write_text(text.replace("fail_timeout=10s;\n}", "fail_timeout=10s;\n" + extra + "}", 1)
-                            if extra else text)
-            main = tmp / "nginx.conf"
-            main.write_text(t.main_config(tmp, site))
-            cmd = [t.NGINX, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(main),
-                   "-g", f"daemon off; pid {tmp}/nginx.pid;"]
-            nginx = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                t.wait_port(listen, nginx, tmp / "error.log")
+            for i, port in enumerate(ports):
+                procs.append(h.start_app(port, log_path=tmp / f"replica-{port}.log", cpu=cores[i] if pin else None))
+            with t.nginx_in_front(ports, tmp) as listen:
                 yield f"http://127.0.0.1:{listen}", procs
-            finally:
-                nginx.terminate()
-                nginx.wait(10)
         finally:
             for proc in procs:
                 h.stop_app(proc)

@@ -1,10 +1,14 @@
-"""deploy/nginx.conf on loopback in front of two app processes: every session stays on its replica.
+"""deploy/nginx.conf on loopback in front of two app processes: a class splits evenly, every session stays on its
+replica.
 
 The replicas are `streamlit run` from the repository root (the shipped .streamlit/config.toml), nginx runs the
-very file we ship (only the listen port, the two upstream ports and the log folder are substituted) inside a
-throw-away main config under tmp_path. Proof of stickiness, three ways:
-- plain HTTP: 40 cookie-less clients (all from 127.0.0.1, like a class behind one NAT) each get a `moe_route`
-  cookie and land on both replicas; with its cookie, each keeps landing on the replica of its first request;
+very file we ship (only the listen port, the upstream ports and the log folder are substituted) inside a
+throw-away main config under tmp_path, with two worker processes (as `worker_processes auto` gives on two cores).
+Proof, four ways:
+- plain HTTP: 40 cookie-less clients (all from 127.0.0.1, like a class behind one NAT) take turns over the two
+  replicas (20/20) and each gets a `moe_route` cookie naming its replica; with it, each keeps landing there; a
+  cookie that names no replica is a first visit, never a destination;
+- a dead replica: its students land on the other one, whose name their cookie then carries;
 - a real browser: for each of 4 sessions, every HTTP response it receives names the same replica (X-Upstream),
   its model state carries across actions (Step 1, 2, 3), and a CSV upload — a PUT that only the replica
   holding the session can accept — works;
@@ -16,6 +20,7 @@ Skips when nginx or chromium is missing, unless MOE_REQUIRE_NGINX=1 / MOE_REQUIR
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import os
@@ -25,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -35,6 +40,7 @@ CONF = ROOT / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
                                        if os.access(p, os.X_OK)), None)
 COOKIE = "moe_route"
+REPLICA_NAMES = {"r1", "r2"}  # the values of moe_route that name a replica
 TIMEOUT = 60_000
 
 pytestmark = pytest.mark.e2e
@@ -61,13 +67,16 @@ def _need(tool: str, found, env: str, how: str) -> None:
     pytest.skip(f"{tool} is not installed ({how}); set {env}=1 to make this a failure")
 
 
+SHIPPED_PORTS = (8501, 8502)  # the example replicas in deploy/nginx.conf
+
+
 def render_config(upstream_ports: list[int], listen_port: int, logs: Path) -> str:
     """deploy/nginx.conf with the loopback ports and a private log folder; nothing else changes."""
     text = CONF.read_text()
-    servers = re.findall(r"^\s*server 127\.0\.0\.1:\d+ .*;$", text, flags=re.M)
-    assert len(servers) == 2, "deploy/nginx.conf lists two example replicas"
-    for line, port in zip(servers, upstream_ports, strict=True):
-        text = text.replace(line, re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", line))
+    for shipped, port in zip(SHIPPED_PORTS, upstream_ports, strict=True):
+        # the first-visit line, its own upstream, the other replica's backup line and the `$moe_answered` map
+        text, n = re.subn(rf"(127\\?\.0\\?\.0\\?\.1:){shipped}\b", rf"\g<1>{port}", text)
+        assert n == 4, f"deploy/nginx.conf names replica 127.0.0.1:{shipped} in four places, found {n}"
     text, n = re.subn(r"^(\s*)listen 80;", rf"\g<1>listen 127.0.0.1:{listen_port};", text, flags=re.M)
     assert n == 1
     return text.replace("/var/log/nginx/", f"{logs}/")
@@ -78,7 +87,7 @@ def main_config(tmp: Path, site: Path) -> str:
                       ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # root's nginx would otherwise run its workers as nobody, who cannot use pytest's private tmp folder
     user = "user root;\n" if os.geteuid() == 0 else ""
-    return (f"{user}worker_processes 1;\nerror_log {tmp}/error.log info;\nevents {{ worker_connections 256; }}\n"
+    return (f"{user}worker_processes 2;\nerror_log {tmp}/error.log info;\nevents {{ worker_connections 256; }}\n"
             f"http {{\n{temps}\n  include {site};\n}}\n")
 
 
@@ -97,17 +106,14 @@ def wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 15)
     raise RuntimeError("nginx did not answer on its port")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    _need("nginx", NGINX, "MOE_REQUIRE_NGINX", "apt-get install nginx")
-    tmp = tmp_path_factory.mktemp("nginx")
+@contextlib.contextmanager
+def nginx_in_front(upstream_ports: list[int], tmp: Path):
+    """The shipped config, rendered for these replica ports, served by nginx on a free loopback port."""
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp / kind).mkdir()
-    ports = [helpers.free_port(), helpers.free_port()]
-    replicas = [helpers.start_app(p, log_path=tmp / f"replica-{p}.log") for p in ports]
+        (tmp / kind).mkdir(exist_ok=True)
     listen = helpers.free_port()
     site = tmp / "moe-playground.conf"
-    site.write_text(render_config(ports, listen, tmp))
+    site.write_text(render_config(upstream_ports, listen, tmp))
     main = tmp / "nginx.conf"
     main.write_text(main_config(tmp, site))
     cmd = [NGINX, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(main),
@@ -117,14 +123,27 @@ def stack(tmp_path_factory):
     nginx = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_port(listen, nginx, tmp / "error.log")
-        yield {"url": f"http://127.0.0.1:{listen}", "port": listen, "replicas": {f"127.0.0.1:{p}" for p in ports},
-               "access_log": tmp / "moe-playground.access.log", "tmp": tmp}
+        yield listen
     finally:
         os.killpg(nginx.pid, signal.SIGQUIT)  # graceful: flushes the access log
         try:
             nginx.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(nginx.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    _need("nginx", NGINX, "MOE_REQUIRE_NGINX", "apt-get install nginx")
+    tmp = tmp_path_factory.mktemp("nginx")
+    ports = [helpers.free_port(), helpers.free_port()]
+    replicas = [helpers.start_app(p, log_path=tmp / f"replica-{p}.log") for p in ports]
+    try:
+        with nginx_in_front(ports, tmp) as listen:
+            yield {"url": f"http://127.0.0.1:{listen}", "port": listen, "ports": ports,
+                   "replicas": {f"127.0.0.1:{p}" for p in ports},
+                   "access_log": tmp / "moe-playground.access.log", "tmp": tmp}
+    finally:
         for r in replicas:
             helpers.stop_app(r)
 
@@ -132,7 +151,7 @@ def stack(tmp_path_factory):
 def get(port: int, path: str = "/", cookie: str | None = None) -> tuple[int, str, str | None]:
     """(status, X-Upstream, the moe_route value nginx set, if it set one)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers={"Cookie": f"{COOKIE}={cookie}"} if cookie else {})
+    conn.request("GET", path, headers={"Cookie": f"{COOKIE}={cookie}"} if cookie is not None else {})
     resp = conn.getresponse()
     resp.read()
     set_cookie = next((v for k, v in resp.getheaders() if k.lower() == "set-cookie" and v.startswith(COOKIE)), None)
@@ -142,7 +161,7 @@ def get(port: int, path: str = "/", cookie: str | None = None) -> tuple[int, str
 
 
 def log_routes(access_log: Path) -> dict[str, list[tuple[str, str]]]:
-    """route -> [(request line, upstream address)] from the access log (log_format moe_upstream)."""
+    """route cookie -> [(request line, upstream address)] from the access log (log_format moe_upstream)."""
     routes: dict[str, list[tuple[str, str]]] = defaultdict(list)
     pattern = re.compile(r'"(?P<req>[^"]*)" (?P<status>\d+) route=(?P<route>\S+) upstream=(?P<up>\S+)')
     for line in access_log.read_text().splitlines():
@@ -152,25 +171,49 @@ def log_routes(access_log: Path) -> dict[str, list[tuple[str, str]]]:
     return routes
 
 
-def first_visits(stack, n: int = 40) -> dict[str, str]:
-    """n cookie-less clients, all from 127.0.0.1: cookie nginx set -> replica that answered."""
-    first: dict[str, str] = {}
+def first_visits(stack, n: int = 40) -> list[tuple[str, str]]:
+    """n cookie-less clients, all from 127.0.0.1: [(cookie nginx set, replica that answered)]."""
+    first = []
     for _ in range(n):
         status, upstream, cookie = get(stack["port"])
         assert status == 200 and upstream in stack["replicas"], (status, upstream)
-        assert cookie and re.fullmatch(r"[0-9a-f]{32}", cookie), f"nginx sets a random {COOKIE} cookie"
-        first[cookie] = upstream
+        assert cookie in REPLICA_NAMES, f"nginx sets a {COOKIE} cookie that names a replica, not {cookie!r}"
+        first.append((cookie, upstream))
     return first
 
 
-def test_cookie_pins_each_client_and_spreads_a_class_behind_one_address(stack):
-    first = first_visits(stack)  # 40 students, one public address: the cookie, not the address, spreads them
-    assert set(first.values()) == stack["replicas"], "the class is spread over both replicas"
-    for cookie, upstream in list(first.items())[:10]:
+def test_a_class_behind_one_address_splits_evenly_and_each_client_keeps_its_replica(stack):
+    first = first_visits(stack)  # 40 students, one public address: the turns, not the address, spread them
+    per_replica = Counter(upstream for _, upstream in first)
+    assert set(per_replica) == stack["replicas"], "the class is spread over both replicas"
+    assert max(per_replica.values()) - min(per_replica.values()) <= 1, f"first visits take turns: {per_replica}"
+    named = {cookie: {up for c, up in first if c == cookie} for cookie, _ in first}
+    assert all(len(ups) == 1 for ups in named.values()) and len(named) == 2, f"one name per replica: {named}"
+    for cookie, upstream in first[:10]:
         for path in ("/", "/_stcore/health", "/_stcore/host-config"):
             status, again, new_cookie = get(stack["port"], path, cookie)
             assert again == upstream, f"{path} with {COOKIE}={cookie} went to {again}, not {upstream}"
             assert new_cookie is None, "a client that has the cookie keeps it"
+
+
+@pytest.mark.parametrize("forged", ["r3", "127.0.0.1:22", "../../etc/passwd", "r1x", "moe_r1", ""])
+def test_a_cookie_that_names_no_replica_is_a_first_visit(stack, forged):
+    status, upstream, cookie = get(stack["port"], "/", forged)
+    assert status == 200 and upstream in stack["replicas"], (status, upstream)
+    assert cookie in REPLICA_NAMES, f"{COOKIE}={forged!r} is replaced by a replica's name, got {cookie!r}"
+    assert get(stack["port"], "/", cookie)[1] == upstream, "and the new cookie keeps the client there"
+
+
+def test_a_dead_replicas_students_move_to_the_other_and_stay_there(stack, tmp_path):
+    live, dead = stack["ports"][0], helpers.free_port()  # nothing listens on `dead`
+    with nginx_in_front([live, dead], tmp_path) as port:
+        for cookie in ("r2", None, None, "r1"):  # r2 is the dead replica's name
+            status, upstream, new_cookie = get(port, "/", cookie)
+            assert status == 200 and upstream.endswith(f"127.0.0.1:{live}"), (cookie, status, upstream)
+            if cookie == "r1":
+                assert new_cookie is None, "students of the live replica keep their cookie"
+            else:
+                assert new_cookie == "r1", f"the cookie follows the replica that answered, got {new_cookie!r}"
 
 
 CSV = "x,y,label\n" + "".join(f"{(i % 7) / 7:.3f},{(i % 5) / 5:.3f},{i % 2}\n" for i in range(40))
@@ -180,13 +223,13 @@ def test_browser_sessions_stay_on_their_replica(stack, playwright):
     from playwright.sync_api import expect
 
     _need("chromium", helpers.CHROMIUM, "MOE_REQUIRE_BROWSER", "apt-get install chromium")
-    cookie_for = {up: c for c, up in first_visits(stack).items()}  # a known cookie for each replica
+    cookie_for = {up: c for c, up in first_visits(stack)}  # a known cookie for each replica
     assert len(cookie_for) == 2
     browser = playwright.chromium.launch(executable_path=helpers.CHROMIUM, args=helpers.CHROMIUM_ARGS)
     seen: list[dict] = []
     try:
-        # Two sessions arrive with a cookie known to hash to replica A resp. B (so both replicas certainly
-        # serve a browser); two arrive without one and get theirs from nginx.
+        # Two sessions arrive with the cookie of replica A resp. B (so both replicas certainly serve a browser);
+        # two arrive without one and get theirs from nginx.
         preset = sorted(cookie_for.values()) + [None] * 2
         for i, cookie in enumerate(preset):
             context = browser.new_context(viewport={"width": 1400, "height": 1000})

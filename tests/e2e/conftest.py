@@ -60,10 +60,13 @@ def free_port() -> int:
 
 
 def start_app(port: int, extra: list[str] | None = None, log_path: Path | None = None,
-              script: str = "app/streamlit_app.py") -> subprocess.Popen:
-    """`streamlit run` from the repository root, so that .streamlit/config.toml (the shipped one) applies."""
+              script: str = "app/streamlit_app.py", cpu: int | None = None) -> subprocess.Popen:
+    """`streamlit run` from the repository root, so that .streamlit/config.toml (the shipped one) applies.
+    cpu: run it on that core only (`taskset -c`, as docs/deploy.md starts replicas)."""
     cmd = [sys.executable, "-m", "streamlit", "run", script, f"--server.port={port}",
            "--server.address=127.0.0.1", *(extra or [])]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 60
