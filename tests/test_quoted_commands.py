@@ -8,7 +8,8 @@ comment, `[--flag value]` is an optional part and `...` stands for the reader's 
 Run: with this interpreter in place of python / python3 / .venv/bin/python, from the repository root, output
 files (OUT_FLAGS) redirected into tmp_path, sizes shrunk through SMALL (one table for every command), a
 `flock LOCK` wrapper dropped (it only queues benchmarks on a shared machine; waiting behind someone's
-benchmark would stall the test), and a timeout. Commands that cannot run in a test are recognized by EXCLUDED,
+benchmark would stall the test), a `taskset -c CORES` wrapper dropped (it only pins the command to cores), and a
+timeout. Commands that cannot run in a test are recognized by EXCLUDED,
 each with its reason; a command that is neither runnable nor excluded fails the test.
 """
 
@@ -196,6 +197,8 @@ def parse(q: Quoted) -> Parsed:
         env[name] = value
     if kept[:1] == ["flock"]:
         kept = kept[2:]
+    if kept[:2] == ["taskset", "-c"]:  # runs the command on the given cores: the command is what is checked
+        kept = kept[3:]
     argv = [w.removeprefix(".venv/bin/") if i == 0 else w for i, w in enumerate(kept)]
     if argv and argv[0] == "python3":
         argv[0] = "python"

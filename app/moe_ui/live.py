@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from moe_core.layer import metrics
 from moe_core.training.session import PlaygroundSession
@@ -122,15 +123,21 @@ def layer_suffix(snap: Snapshot, layer: int) -> str:
 def headline(snap: Snapshot, layer: int = 0) -> None:
     """The snapshot's numbers. MaxVio and Dropped (Left behind for expert choice) are those of the last training
     batch in the layer the views show, so they match its load and buffer charts."""
-    cols = st.columns(5)
-    cols[0].metric("Step", f"{snap.step:,}")
+    row = metric_row()
+    row.metric("Step", f"{snap.step:,}")
     name, fmt = QUALITY[snap.task]
-    cols[1].metric(name, fmt.format(snap.test_quality))
+    row.metric(name, fmt.format(snap.test_quality))
     where = layer_suffix(snap, layer)
-    for col, (name, value) in zip(cols[2:4], batch_numbers(snap, layer).items(), strict=True):
-        col.metric(f"{name}{where}", "–" if value is None else BATCH_FORMAT[name].format(value),
+    for name, value in batch_numbers(snap, layer).items():
+        row.metric(f"{name}{where}", "–" if value is None else BATCH_FORMAT[name].format(value),
                    help=BATCH_HELP[name])
-    cols[4].metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
+    row.metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
+
+
+def metric_row() -> DeltaGenerator:
+    """One row for a tick's numbers, side by side in equal widths. One block: st.columns(5) sends six (the row
+    and a block per column), and every element a tick sends costs the server a message each tick."""
+    return st.container(horizontal=True, gap="medium")
 
 
 def picked_snapshot(sess: PlaygroundSession, key: str) -> Snapshot:

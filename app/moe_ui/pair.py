@@ -28,6 +28,7 @@ from moe_ui.live import (
     in_page_run,
     layer_suffix,
     live_slot,
+    metric_row,
     page_pace,
     page_run,
     refresh_periods,
@@ -146,25 +147,25 @@ def headline(sa: Snapshot, sb: Snapshot, layer: int = 0) -> None:
     names = ["MaxVio", *(n for n in ("Dropped", "Left behind") if n in na or n in nb)]
     if not presenter_mode():  # two numbers per metric: smaller digits keep "97.0% / 99.3%" whole in a column
         st.html(f"<style>[data-testid='stMetricValue'] {{font-size: {PAIR_METRIC_REM}rem;}}</style>")
-    cols = st.columns(2 + len(names))
-    cols[0].metric("Step (A / B)", f"{sa.step:,} / {sb.step:,}")
+    row = metric_row()
+    row.metric("Step (A / B)", f"{sa.step:,} / {sb.step:,}")
 
-    def versus(col, name: str, va: float | None, vb: float | None, f: str, lower_is_better: bool,
+    def versus(name: str, va: float | None, vb: float | None, f: str, lower_is_better: bool,
                help_text: str = "") -> None:
         """'A / B' and B minus A; no arrow when they agree to the digits shown (or steps differ)."""
         shown = [("–" if v is None else f.format(v)) for v in (va, vb)]
         delta = None
         if same_step and None not in (va, vb) and shown[0] != shown[1]:
             delta = f.format(vb - va)
-        col.metric(f"{name} (A / B)", " / ".join(shown), delta=delta,
+        row.metric(f"{name} (A / B)", " / ".join(shown), delta=delta,
                    delta_color="inverse" if lower_is_better else "normal",
                    help=(help_text + " " if help_text else "") + "The change is B minus A.")
 
     label, fmt = QUALITY[sa.task]
-    versus(cols[1], label, sa.test_quality, sb.test_quality, fmt, sa.task == "regression")
+    versus(label, sa.test_quality, sb.test_quality, fmt, sa.task == "regression")
     where = layer_suffix(sa, layer)
-    for col, name in zip(cols[2:], names, strict=True):
-        versus(col, f"{name}{where}", na.get(name), nb.get(name), BATCH_FORMAT[name], True, BATCH_HELP[name])
+    for name in names:
+        versus(f"{name}{where}", na.get(name), nb.get(name), BATCH_FORMAT[name], True, BATCH_HELP[name])
     if not same_step:
         st.caption(":material/info: A and B are at different steps, so no differences are shown: press "
                    "**Reset both** to compare them step for step.")
