@@ -68,16 +68,21 @@ TRAINING_SLOTS = FairSlots(1)
 
 # Fair share for live ticks (live_tick): per tick interval the server hands out TRAINING_SHARE_S seconds of
 # training, split evenly over the sessions that trained in the last ACTIVE_WINDOW_S seconds, between
-# MIN_TICK_BUDGET_S and the caller's budget (the app's TRAIN_BUDGET_S). Everyone's training slows down by the same
-# factor and every page keeps redrawing. A tick that cannot get the training slot within SLOT_TIMEOUT_S skips
-# training (the page still redraws) instead of queueing behind a heavy configuration. 0.45 s gives each of 15
-# students on one process 30 ms a tick; a process that drew more of the class (a random cookie gives one of two
-# processes 18 or more of 30 students one time in three) shares the same time among more, so ticks stay above one a
-# second instead of queueing (bench_classroom.py --replicas 2; benchmarks/README.md, "A class of 30").
-TRAINING_SHARE_S = 0.45
+# MIN_TICK_BUDGET_S and the caller's budget (the app's TRAIN_BUDGET_S). A tick turns its share into a number of
+# steps (fair_steps): the share divided by what one step of its model costs uninterrupted
+# (PlaygroundSession.step_seconds). Counting in steps keeps a class even: a share counted in wall time lost the
+# most steps to whichever sessions' ticks kept landing beside other students' page runs (15 students on one core:
+# 13-14 steps/s for the unluckiest, 17-19 for the rest; in steps, within 2 steps/s of each other). Everyone's
+# training slows down by the same factor and every page keeps redrawing. A tick that cannot get the training slot
+# within SLOT_TIMEOUT_S skips training (the page still redraws) instead of queueing behind a heavy configuration,
+# and a tick slowed down by the server stops at TICK_OVERRUN times its share of time. 0.4 s gives each of 15
+# students on one process about 27 ms of steps a tick (bench_classroom.py --replicas 2; benchmarks/README.md,
+# "A class of 30").
+TRAINING_SHARE_S = 0.4
 MIN_TICK_BUDGET_S = 0.02
 ACTIVE_WINDOW_S = 3.0
 SLOT_TIMEOUT_S = 1.0
+TICK_OVERRUN = 2.0
 
 # Server-wide cap on live fragment reruns (a tick, a view's timer redraw, or a widget inside the live area) training
 # and drawing at the same time, served in arrival order; live.py and pair.py take the slot. A learner's own action
@@ -136,10 +141,22 @@ def fair_budget(budget_s: float, active: int) -> float:
     return min(budget_s, max(MIN_TICK_BUDGET_S, TRAINING_SHARE_S / max(1, active)))
 
 
+def fair_steps(budget_s: float, step_s: float | None, most: int) -> int:
+    """A tick's share of training in steps: `budget_s` of this model's uninterrupted steps (`step_s` each), at
+    least one and at most `most` (the learner's steps per tick). Without a measured step, `most`."""
+    if not step_s or step_s <= 0:
+        return most
+    return max(1, min(most, round(budget_s / step_s)))
+
+
 def live_tick(sess: PlaygroundSession, budget_s: float, steps: int) -> TickResult:
-    """A timer tick's training: this session's fair share of the server's training time (fair_budget), in the
-    TRAINING_SLOTS gate; a tick that waits more than SLOT_TIMEOUT_S for it trains nothing (the page still
-    redraws) instead of queueing behind a heavy configuration. Paused while waiting: nothing trains."""
+    """A timer tick's training: this session's fair share of the server's training time (fair_budget), counted in
+    steps (fair_steps), in the TRAINING_SLOTS gate. The tick stops at TICK_OVERRUN times its share of time if the
+    server slows those steps down, and at its share of time when no step of this model has been measured yet. A
+    tick that waits more than SLOT_TIMEOUT_S for the gate trains nothing (the page still redraws) instead of
+    queueing behind a heavy configuration. Paused while waiting: nothing trains."""
     budget_s = fair_budget(budget_s, TRAINING_LOAD.active(id(sess)))
-    return sess.tick(budget_s=budget_s, steps=steps, only_if_running=True, slot=TRAINING_SLOTS,
-                     slot_timeout=SLOT_TIMEOUT_S)
+    step_s = sess.step_seconds
+    time_cap = budget_s if step_s is None else TICK_OVERRUN * budget_s
+    return sess.tick(budget_s=time_cap, steps=fair_steps(budget_s, step_s, steps), only_if_running=True,
+                     slot=TRAINING_SLOTS, slot_timeout=SLOT_TIMEOUT_S)

@@ -8,6 +8,7 @@ control, reset when shapes change, time-box a chunk of steps, keep a timeline to
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,7 @@ from moe_core.training.trainer import Trainer
 
 TIMELINE_BYTES = 8_000_000  # per session: the timeline keeps as many snapshots as fit in this budget
 TIMELINE_MIN, TIMELINE_MAX = 10, 120
+STEP_COST_TICKS = 10  # step_seconds: the fastest of this many recent ticks
 
 
 class Slot(Protocol):
@@ -53,6 +55,7 @@ class PlaygroundSession:
         self.trainer = Trainer(model, data, train, dataset=dataset)
         self.timeline: list[Snapshot] = []
         self.last_tick: TickResult | None = None
+        self._step_seconds: deque[float] = deque(maxlen=STEP_COST_TICKS)
         self._record_snapshot()
 
     def reset(self) -> None:
@@ -85,6 +88,7 @@ class PlaygroundSession:
             trainer_changes = {k: v for k, v in live.items() if k != "steps_per_tick"}
             if trainer_changes:
                 self.trainer.set_hyperparameters(**trainer_changes)  # validates before changing anything
+                self._step_seconds.clear()  # e.g. another overflow policy may run another code path: measure again
             self.settings = new
         self.notices.extend(notices)
         return notices
@@ -93,6 +97,13 @@ class PlaygroundSession:
     @property
     def step(self) -> int:
         return self.trainer.step_count
+
+    @property
+    def step_seconds(self) -> float | None:
+        """What one optimizer step of this model costs when nothing interrupts it: the fastest per-step time of
+        the last STEP_COST_TICKS ticks that trained (a tick's own average also counts the moments a busy server
+        gave its interpreter lock to someone else). None until a tick has trained this model."""
+        return min(self._step_seconds) if self._step_seconds else None
 
     @property
     def status(self) -> str:
@@ -131,6 +142,8 @@ class PlaygroundSession:
             t1 = time.perf_counter()
             records = self.trainer.run_for(budget_s, max_steps=steps) if steps > 0 else []
             trained = time.perf_counter() - t1
+            if records:
+                self._step_seconds.append(trained / len(records))
             if records or not self.timeline:
                 self._record_snapshot()
         finally:

@@ -17,7 +17,7 @@ from moe_core.training.settings import PlaygroundSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))
 from moe_ui import scheduling as session_module  # noqa: E402  (the classroom policy lives in the app)
-from moe_ui.scheduling import FairSlots, fair_budget  # noqa: E402
+from moe_ui.scheduling import FairSlots, fair_budget, fair_steps  # noqa: E402
 
 SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
 
@@ -87,14 +87,23 @@ def test_recently_training_sessions_count_and_idle_ones_expire(monkeypatch):
     assert load.active(1) == 1, "sessions that stopped ticking (paused, closed) drop out by themselves"
 
 
-def test_a_live_tick_trains_for_its_fair_share(monkeypatch):
+def test_fair_steps_turn_a_time_share_into_steps_within_bounds():
+    assert fair_steps(0.03, None, 20) == 20, "no step measured yet: the learner's steps per tick (time caps it)"
+    assert fair_steps(0.03, 0.002, 20) == 15
+    assert fair_steps(0.03, 0.0001, 20) == 20, "never more than the learner's steps per tick"
+    assert fair_steps(0.03, 1.0, 20) == 1, "a heavy model still makes progress, one step a tick"
+    steps = [fair_steps(fair_budget(1.0, n), 0.002, 50) for n in range(1, 40)]
+    assert steps == sorted(steps, reverse=True), "more students, never more steps"
+
+
+def test_a_live_tick_trains_its_fair_share_in_steps(monkeypatch):
     s = PlaygroundSession(SMALL)
     s.running = True
-    budgets: list[float] = []
+    calls: list[tuple[float, int]] = []
     real = s.trainer.run_for
 
     def spy(budget_s, max_steps=None):
-        budgets.append(budget_s)
+        calls.append((budget_s, max_steps))
         return real(budget_s, max_steps=max_steps)
 
     monkeypatch.setattr(s.trainer, "run_for", spy)
@@ -102,9 +111,14 @@ def test_a_live_tick_trains_for_its_fair_share(monkeypatch):
     others = [PlaygroundSession(SMALL) for _ in range(9)]
     for o in others:  # nine other students trained a moment ago
         session_module.TRAINING_LOAD.active(id(o))
-    session_module.live_tick(s, 10.0, s.settings.steps_per_tick)
+    share = fair_budget(10.0, 10)
+    session_module.live_tick(s, 10.0, 200)  # this model's first tick: its share of time, and a step measured
+    measured = s.step_seconds
+    session_module.live_tick(s, 10.0, 200)  # then its share in steps, with room for a slowed-down server
     s.tick(budget_s=10.0)  # not a live tick: the caller's budget as given
-    assert budgets == [pytest.approx(fair_budget(10.0, 10)), 10.0]
+    assert calls == [(pytest.approx(share), 200),
+                     (pytest.approx(session_module.TICK_OVERRUN * share), fair_steps(share, measured, 200)),
+                     (10.0, SMALL.steps_per_tick)]
 
 
 def test_a_live_tick_that_cannot_get_the_training_slot_skips_training_but_keeps_the_model(monkeypatch):

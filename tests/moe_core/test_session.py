@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moe_core.training.session import TIMELINE_MAX, PlaygroundSession
+from moe_core.training.session import STEP_COST_TICKS, TIMELINE_MAX, PlaygroundSession
 from moe_core.training.settings import PlaygroundSettings
 
 SMALL = PlaygroundSettings(n_experts=4, top_k=2, batch_size=64, expert_hidden=16, steps_per_tick=5)
@@ -92,3 +92,26 @@ def test_a_live_tick_after_pause_trains_nothing():
     assert s.tick(10.0, only_if_running=True).steps == 0 and s.step == 0
     s.running = True
     assert s.tick(10.0, only_if_running=True).steps == 5
+
+
+def test_step_seconds_is_the_fastest_recent_tick_and_forgets_another_model(monkeypatch):
+    s = PlaygroundSession(SMALL)
+    assert s.step_seconds is None, "nothing measured before the first tick"
+    per_step = []
+    for _ in range(STEP_COST_TICKS + 3):
+        r = s.tick(10.0)
+        per_step.append(r.seconds / r.steps)
+    assert s.step_seconds == min(per_step[-STEP_COST_TICKS:]), "the fastest of the last STEP_COST_TICKS ticks"
+    assert s.tick(10.0, only_if_running=True).steps == 0 and s.step_seconds == min(per_step[-STEP_COST_TICKS:]), \
+        "a tick that trained nothing measures nothing"
+    s.apply(PlaygroundSettings(**{**vars(SMALL), "steps_per_tick": 7}))
+    assert s.step_seconds is not None, "the speed control does not change what a step costs"
+    s.apply(PlaygroundSettings(**{**vars(SMALL), "steps_per_tick": 7, "overflow_policy": "probability"}))
+    assert s.step_seconds is None, "a change to the layer may change the code path: measured again"
+    s.tick(10.0)
+    assert s.step_seconds is not None
+    s.apply(PlaygroundSettings(**{**vars(SMALL), "n_experts": 8}))
+    assert s.step_seconds is None, "a rebuilt model is measured again"
+    s.tick(10.0)
+    s.reset()
+    assert s.step_seconds is None
