@@ -135,8 +135,8 @@ def headline(snap: Snapshot, layer: int = 0) -> None:
 
 
 def metric_row() -> DeltaGenerator:
-    """One row for a tick's numbers, side by side in equal widths. One block: st.columns(5) sends six (the row
-    and a block per column), and every element a tick sends costs the server a message each tick."""
+    """One row for a tick's numbers, side by side (wrapping on a narrow screen). One block: st.columns(5) sends six
+    (the row and a block per column), and every element a tick draws costs the server a message each tick."""
     return st.container(horizontal=True, gap="medium")
 
 
