@@ -120,10 +120,10 @@ def layer_suffix(snap: Snapshot, layer: int) -> str:
     return f" (layer {layer + 1})" if len(snap.layers) > 1 else ""
 
 
-def headline(snap: Snapshot, layer: int = 0) -> None:
+def headline(snap: Snapshot, key: str, layer: int = 0) -> None:
     """The snapshot's numbers. MaxVio and Dropped (Left behind for expert choice) are those of the last training
     batch in the layer the views show, so they match its load and buffer charts."""
-    row = metric_row()
+    row = metric_row(key)
     row.metric("Step", f"{snap.step:,}")
     name, fmt = QUALITY[snap.task]
     row.metric(name, fmt.format(snap.test_quality))
@@ -134,10 +134,22 @@ def headline(snap: Snapshot, layer: int = 0) -> None:
     row.metric("ms / step", f"{snap.step_ms:.1f}" if snap.step_ms else "–")
 
 
-def metric_row() -> DeltaGenerator:
-    """One row for a tick's numbers, side by side (wrapping on a narrow screen). One block: st.columns(5) sends six
-    (the row and a block per column), and every element a tick draws costs the server a message each tick."""
-    return st.container(horizontal=True, gap="medium")
+# Equal widths for every metric_row, so that a number that grows a digit does not shift its neighbours, and no
+# wider than half the row, so that a number wrapped onto a row of its own does not stretch across it. Drawn once
+# per full run (metric_row_style), not by each tick.
+METRIC_ROW_CSS = ("<style>[class*='st-key-numbers-'] > div "
+                  "{flex: 1 1 0; min-width: 7.5rem; max-width: calc(50% - 0.5rem);}</style>")
+
+
+def metric_row(key: str) -> DeltaGenerator:
+    """One row for a tick's numbers, side by side in equal widths (METRIC_ROW_CSS), wrapping on a narrow screen.
+    One block: st.columns(5) sends six (the row and a block per column), and every element a tick draws costs the
+    server a message each tick."""
+    return st.container(horizontal=True, gap="medium", key=f"numbers-{key}")
+
+
+def metric_row_style() -> None:
+    st.html(METRIC_ROW_CSS)
 
 
 def picked_snapshot(sess: PlaygroundSession, key: str) -> Snapshot:
@@ -297,7 +309,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                                "describes: training paused. Press Play to go on.", icon=":material/flag:")
                 else:
                     status(sess)
-            headline(picked_snapshot(sess, key), layer=st.session_state.get(f"{key}_layer") or 0)
+            headline(picked_snapshot(sess, key), key, layer=st.session_state.get(f"{key}_layer") or 0)
             if not sess.running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
                 st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
@@ -306,6 +318,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                 st.rerun()  # the class grew or shrank: a full run retimes the page (page_pace)
 
     with page_run(key):
+        metric_row_style()
         tick()
         timeline_slider(sess, key)
         snap = picked_snapshot(sess, key)

@@ -29,6 +29,7 @@ from moe_ui.live import (
     layer_suffix,
     live_slot,
     metric_row,
+    metric_row_style,
     page_pace,
     page_run,
     refresh_periods,
@@ -140,14 +141,14 @@ def status(a: PlaygroundSession, b: PlaygroundSession, stop_at: int | None, reac
         st.info(f"Paused at {at}.", icon=":material/pause_circle:")
 
 
-def headline(sa: Snapshot, sb: Snapshot, layer: int = 0) -> None:
+def headline(sa: Snapshot, sb: Snapshot, key: str, layer: int = 0) -> None:
     """'A / B' for each number, with B minus A as the change when both are at the same step."""
     same_step = sa.step == sb.step  # deltas only between equal steps (one side may have diverged and stopped)
     na, nb = batch_numbers(sa, layer), batch_numbers(sb, layer)
     names = ["MaxVio", *(n for n in ("Dropped", "Left behind") if n in na or n in nb)]
     if not presenter_mode():  # two numbers per metric: smaller digits keep "97.0% / 99.3%" whole in a column
         st.html(f"<style>[data-testid='stMetricValue'] {{font-size: {PAIR_METRIC_REM}rem;}}</style>")
-    row = metric_row()
+    row = metric_row(key)
     row.metric("Step (A / B)", f"{sa.step:,} / {sb.step:,}")
 
     def versus(name: str, va: float | None, vb: float | None, f: str, lower_is_better: bool,
@@ -268,7 +269,7 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
                 reached = not (a.running or b.running) and st.session_state.get(f"{key}_budget_done") == (a.step,
                                                                                                            b.step)
                 status(a, b, stop_at, reached)
-            headline(a.latest, b.latest, layer=st.session_state.get(f"{key}_layer") or 0)
+            headline(a.latest, b.latest, key, layer=st.session_state.get(f"{key}_layer") or 0)
             running = a.running or b.running
             if not running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
@@ -278,6 +279,7 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
                 st.rerun()  # the class grew or shrank: a full run retimes the views (live.page_pace)
 
     with page_run(key):
+        metric_row_style()
         tick()
         chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
         chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]

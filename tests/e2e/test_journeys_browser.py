@@ -429,6 +429,25 @@ def test_the_curves_box_has_a_row_of_its_own(page: Page, app_url: str):
     assert curves["width"] > 0.6 * views["width"], "the Curves box has room for the curves a learner adds"
 
 
+def test_the_headline_numbers_stay_put_while_training(page: Page, app_url: str):
+    """One row of equal widths: a number that grows a digit (Step 99 -> 100) must not push its neighbours."""
+    open_app(page, app_url)
+    settled(page)
+    page.get_by_role("button", name="Play", exact=True).click()
+    numbers = page.get_by_test_id("stMetric")
+    expect(metric(page, "Step")).not_to_have_text("0", timeout=TIMEOUT)
+    first = [numbers.nth(i).bounding_box() for i in range(numbers.count())]
+    before = step_value(page)
+    expect(metric(page, "Step")).not_to_have_text(f"{before:,}", timeout=TIMEOUT)
+    page.wait_for_timeout(1500)  # a few more ticks
+    later = [numbers.nth(i).bounding_box() for i in range(numbers.count())]
+    assert len(first) == 5 and len({round(b["y"]) for b in first}) == 1, "five numbers in one row at 1400 px"
+    assert len({round(b["width"]) for b in first}) == 1, f"equal widths: {[round(b['width']) for b in first]}"
+    assert [round(b["x"]) for b in later] == [round(b["x"]) for b in first], "no number moved while training"
+    page.get_by_role("button", name="Pause", exact=True).click()
+    no_error(page)
+
+
 # -- f. a lesson's A/B step and expert choice's tokens left behind -------------------------------------------------
 def test_an_a_b_step_reached_by_next_shows_both_runs(page: Page, app_url: str):
     lesson, number = next((les, n) for les in LESSONS for n, s in enumerate(les.steps, 1)
