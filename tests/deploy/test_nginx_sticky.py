@@ -9,9 +9,9 @@ Proof, four ways:
   replicas (20/20) and each gets a `moe_route` cookie naming its replica; with it, each keeps landing there; a
   cookie that names no replica is a first visit, never a destination;
 - a dead replica: its students land on the other one, whose name their cookie then carries;
-- a real browser: for each of 4 sessions, every HTTP response it receives names the same replica (X-Upstream),
-  its model state carries across actions (Step 1, 2, 3), and a CSV upload — a PUT that only the replica
-  holding the session can accept — works;
+- a real browser: for each of 5 sessions (one with a cookie that names no replica), every HTTP response it
+  receives names the same replica (X-Upstream), its model state carries across actions (Step 1, 2, 3), and a CSV
+  upload — a PUT that only the replica holding the session can accept — works;
 - nginx's access log: all of a session's requests, the /_stcore/stream WebSocket and the upload included, went
   to one upstream address; and the sessions used both replicas.
 
@@ -229,8 +229,8 @@ def test_browser_sessions_stay_on_their_replica(stack, playwright):
     seen: list[dict] = []
     try:
         # Two sessions arrive with the cookie of replica A resp. B (so both replicas certainly serve a browser);
-        # two arrive without one and get theirs from nginx.
-        preset = sorted(cookie_for.values()) + [None] * 2
+        # two arrive without one and get theirs from nginx, and one with a cookie that names no replica.
+        preset = sorted(cookie_for.values()) + [None, None, "r9"]
         for i, cookie in enumerate(preset):
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             if cookie:
@@ -250,8 +250,10 @@ def test_browser_sessions_stay_on_their_replica(stack, playwright):
                 files=[{"name": "points.csv", "mimeType": "text/csv", "buffer": CSV.encode()}])
             expect(page.get_by_text("Training on your 40 points.")).to_be_visible(timeout=TIMEOUT)
             route = next(c["value"] for c in context.cookies() if c["name"] == COOKIE)
-            if cookie:
+            if cookie in REPLICA_NAMES:
                 assert route == cookie, "nginx keeps a cookie the browser already has"
+            else:
+                assert route in REPLICA_NAMES, f"nginx gives a replica's cookie, not {route!r}"
             context.close()  # closes the WebSocket: nginx logs it now
             seen.append({"session": i, "route": route, "upstreams": upstreams})
     finally:
