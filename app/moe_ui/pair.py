@@ -146,8 +146,6 @@ def headline(sa: Snapshot, sb: Snapshot, key: str, layer: int = 0) -> None:
     same_step = sa.step == sb.step  # deltas only between equal steps (one side may have diverged and stopped)
     na, nb = batch_numbers(sa, layer), batch_numbers(sb, layer)
     names = ["MaxVio", *(n for n in ("Dropped", "Left behind") if n in na or n in nb)]
-    if not presenter_mode():  # two numbers per metric: smaller digits keep "97.0% / 99.3%" whole in a column
-        st.html(f"<style>[data-testid='stMetricValue'] {{font-size: {PAIR_METRIC_REM}rem;}}</style>")
     row = metric_row(key)
     row.metric("Step (A / B)", f"{sa.step:,} / {sb.step:,}")
 
@@ -280,6 +278,8 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
 
     with page_run(key):
         metric_row_style()
+        if not presenter_mode():  # two numbers per metric: smaller digits keep "97.0% / 99.3%" whole in a column
+            st.html(f"<style>[data-testid='stMetricValue'] {{font-size: {PAIR_METRIC_REM}rem;}}</style>")
         tick()
         chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
         chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]

@@ -418,6 +418,9 @@ def test_compare_keeps_both_sides_at_the_same_step(page: Page, app_url: str):
     page.get_by_role("button", name="Step", exact=True).click()
     expect(metric(page, "Step (A / B)")).to_have_text("1 / 1", timeout=TIMEOUT)
     assert step_value is not None
+    for label in ("Step (A / B)", "Test accuracy (A / B)"):  # "97.0% / 99.3%" whole, not cut with an ellipsis
+        box = metric(page, label).locator("div").first
+        assert box.evaluate("e => e.scrollWidth <= e.clientWidth"), f"{label}: {box.inner_text()} is cut"
     no_error(page)
 
 
