@@ -152,11 +152,14 @@ def metric_row_style() -> None:
     st.html(METRIC_ROW_CSS)
 
 
-def picked_snapshot(sess: PlaygroundSession, key: str) -> Snapshot:
-    """The snapshot every number and view shows: the newest while training, else the timeline's pick (the newest
-    again after a Step or Play since the slider was last drawn). Only reads the state: fragments call it, and a
-    fragment rerun may not write the value of a widget drawn outside it."""
-    if sess.running or len(sess.timeline) < 2:
+def picked_snapshot(sess: PlaygroundSession, key: str, grid: bool = False) -> Snapshot:
+    """The snapshot every number and view shows: the newest while training (grid: the newest with the routing
+    map's grid, for the views that draw it), else the timeline's pick (the newest again after a Step or Play since
+    the slider was last drawn). Only reads the state: fragments call it, and a fragment rerun may not write the
+    value of a widget drawn outside it."""
+    if sess.running:
+        return sess.latest if grid else sess.newest
+    if len(sess.timeline) < 2:
         return sess.latest
     steps = [s.step for s in sess.timeline]
     pick = st.session_state.get(f"{key}_timeline")
@@ -363,7 +366,7 @@ def live_view(sess: PlaygroundSession, key: str, name: str, period: float | None
     @st.fragment(run_every=period if sess.running and period else None)
     def draw() -> None:
         with live_slot(key):
-            snap = picked_snapshot(sess, key)
+            snap = picked_snapshot(sess, key, grid=name in views.GRID_VIEWS)
             history = view_history(sess, name, snap.step)
             views.render_view(name, snap, history, key=f"{key}_v_{name}", layer=layer, options=options)
 

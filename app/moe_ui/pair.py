@@ -267,7 +267,7 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
                 reached = not (a.running or b.running) and st.session_state.get(f"{key}_budget_done") == (a.step,
                                                                                                            b.step)
                 status(a, b, stop_at, reached)
-            headline(a.latest, b.latest, key, layer=st.session_state.get(f"{key}_layer") or 0)
+            headline(a.newest, b.newest, key, layer=st.session_state.get(f"{key}_layer") or 0)
             running = a.running or b.running
             if not running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
@@ -281,8 +281,8 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
         if not presenter_mode():  # two numbers per metric: smaller digits keep "97.0% / 99.3%" whole in a column
             st.html(f"<style>[data-testid='stMetricValue'] {{font-size: {PAIR_METRIC_REM}rem;}}</style>")
         tick()
-        chosen, options, layer = view_options(a.latest, key, default_views, allowed_views)
-        chosen = [v for v in chosen if v in views.available_views(a.latest) and v in views.available_views(b.latest)]
+        chosen, options, layer = view_options(a.newest, key, default_views, allowed_views)
+        chosen = [v for v in chosen if v in views.available_views(a.newest) and v in views.available_views(b.newest)]
         periods = refresh_periods(chosen, charts_per_view=2, pace=pace)
         side_titles_row(titles)
         for name in chosen:
@@ -294,7 +294,8 @@ def pair_fragment(a: PlaygroundSession, b: PlaygroundSession, key: str, name: st
     @st.fragment(run_every=period if (a.running or b.running) and period else None)
     def draw() -> None:
         with live_slot(key):
-            view_pair(name, a.latest, view_history(a, name, a.step), b.latest, view_history(b, name, b.step), key,
+            snap_a, snap_b = (a.latest, b.latest) if name in views.GRID_VIEWS else (a.newest, b.newest)
+            view_pair(name, snap_a, view_history(a, name, a.step), snap_b, view_history(b, name, b.step), key,
                       layer, options)
 
     draw()

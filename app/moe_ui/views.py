@@ -18,6 +18,7 @@ VIEWS = VIEW_TITLES
 DEFAULT_VIEWS = ["routing_map", "language", "load", "buffers", "curves"]  # the first two: 2-D or language
 BATCH_VIEWS = ("load", "buffers", "scaling")  # drawn from the last training batch
 HISTORY_VIEWS = ("curves",)  # drawn from the training history; the others from the snapshot alone
+GRID_VIEWS = ("routing_map",)  # drawn from the routing map's grid, which a training tick's snapshot may leave out
 DEFAULT_CURVES = ["task_loss", "max_vio", "dropped_frac"]
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 

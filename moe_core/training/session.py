@@ -23,6 +23,10 @@ from moe_core.training.trainer import Trainer
 TIMELINE_BYTES = 8_000_000  # per session: the timeline keeps as many snapshots as fit in this budget
 TIMELINE_MIN, TIMELINE_MAX = 10, 120
 STEP_COST_TICKS = 10  # step_seconds: the fastest of this many recent ticks
+# While training, a tick's snapshot carries the routing map's grid (take_snapshot: about three quarters of a 2-D
+# snapshot's cost) at most this often; the ticks between record a snapshot without it for the headline and the other
+# views. A live routing map redraws every few seconds anyway, and always from the newest snapshot with the grid.
+MAP_GRID_EVERY_S = 2.0
 
 
 class Slot(Protocol):
@@ -44,7 +48,8 @@ class PlaygroundSession:
     def __init__(self, settings: PlaygroundSettings | None = None, dataset: PointDataset | None = None):
         self.settings = settings or PlaygroundSettings()
         self.custom_dataset = dataset  # a user's CSV, kept across resets until cleared
-        self.running = False
+        self.map_grid_every_s = MAP_GRID_EVERY_S
+        self._running = False
         self.notices: list[str] = []  # things the UI should tell the learner once
         self._build()
 
@@ -53,15 +58,17 @@ class PlaygroundSession:
         model, data, train = self.settings.to_configs()
         dataset = self.custom_dataset if not self.settings.is_language else None
         self.trainer = Trainer(model, data, train, dataset=dataset)
-        self.timeline: list[Snapshot] = []
+        self.timeline: list[Snapshot] = []  # complete snapshots (with the map's grid): what the slider scrubs
+        self._newest: Snapshot | None = None  # a newer snapshot without the grid, taken by a training tick
+        self._grid_at = 0.0  # time.monotonic() of the last snapshot with the grid
         self.last_tick: TickResult | None = None
         self._step_seconds: deque[float] = deque(maxlen=STEP_COST_TICKS)
         self._record_snapshot()
 
     def reset(self) -> None:
         """Fresh weights from the same settings and seed (the same run again)."""
-        self.running = False
         self._build()
+        self.running = False
 
     def set_dataset(self, dataset: PointDataset | None) -> None:
         self.custom_dataset = dataset
@@ -94,6 +101,18 @@ class PlaygroundSession:
         return notices
 
     # -- training ----------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Training on (Play). Setting it False (a pause) completes the newest snapshot: paused, every view and the
+        timeline show the same step."""
+        return self._running
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        self._running = value
+        if not value and getattr(self, "_newest", None) is not None:
+            self._record_snapshot(grid=True)  # the weights have not moved since: the same step, now with the grid
+
     @property
     def step(self) -> int:
         return self.trainer.step_count
@@ -145,7 +164,8 @@ class PlaygroundSession:
             if records:
                 self._step_seconds.append(trained / len(records))
             if records or not self.timeline:
-                self._record_snapshot()
+                grid_due = time.monotonic() - self._grid_at >= self.map_grid_every_s
+                self._record_snapshot(grid=grid_due or not self.running or bool(self.trainer.diverged))
         finally:
             if slot is not None:
                 slot.release()
@@ -158,9 +178,15 @@ class PlaygroundSession:
         return self.tick(budget_s=0.0, steps=1, slot=slot)
 
     # -- timeline ------------------------------------------------------------------------------------------
-    def _record_snapshot(self) -> None:
+    def _record_snapshot(self, grid: bool = True) -> None:
+        """grid=False: a snapshot without the routing map's grid becomes the newest, outside the timeline."""
+        if not grid and self.trainer.task != "language":  # a language snapshot has no grid to leave out
+            self._newest = self.trainer.snapshot(grid_size=0)
+            return
         snap = self.trainer.snapshot()
         _shrink(snap)
+        self._newest = None
+        self._grid_at = time.monotonic()
         self.timeline.append(snap)
         limit = self.timeline_limit(snap)
         if len(self.timeline) > limit:  # thin the older half, always keep the first and the newest
@@ -174,7 +200,14 @@ class PlaygroundSession:
 
     @property
     def latest(self) -> Snapshot:
+        """The newest snapshot with every view's data, the routing map's grid included: the timeline's last."""
         return self.timeline[-1]
+
+    @property
+    def newest(self) -> Snapshot:
+        """The newest snapshot: `latest`, or a newer one that a training tick took without the routing map's grid
+        (everything else is in it: the headline's numbers, the other views). Paused, the same as `latest`."""
+        return self._newest or self.timeline[-1]
 
     def at_step(self, step: int) -> Snapshot:
         """The newest snapshot taken at or before `step` (the timeline slider)."""

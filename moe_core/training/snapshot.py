@@ -102,6 +102,9 @@ class Snapshot:
 
 @torch.no_grad()
 def take_snapshot(trainer: Observed, grid_size: int = 48) -> Snapshot:
+    """grid_size: the routing map's grid is grid_size x grid_size points of the input plane. 0 leaves the grid out
+    (every grid_* field None): it is the costliest part of a snapshot of points, a forward pass over 2,304 points at
+    48 x 48, several times the test set."""
     cfg = trainer.model_config.moe
     if trainer.task == "language":
         snap = _language_snapshot(trainer)
@@ -202,6 +205,21 @@ def _points_snapshot(trainer: Observed, grid_size: int) -> Snapshot:
     loss, quality = trainer.task_loss(out, y_test)
     n_probe = min(PROBE_POINTS, x_test.shape[0])
     views = _layer_views(infos, group_test, ds.n_groups, slice(0, n_probe))
+    snap = Snapshot(
+        step=trainer.step_count, task=trainer.task, router=cfg.router, n_experts=cfg.n_experts, top_k=cfg.top_k,
+        batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
+        step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(ds.group_names),
+        diverged=trainer.diverged, probe_x=ds.x_test[:n_probe], probe_group=ds.group_test[:n_probe],
+        points_x=ds.x_test, points_y=ds.y_test,
+    )
+    if grid_size > 0:
+        _add_map_grid(snap, trainer, grid_size)
+    return snap
+
+
+def _add_map_grid(snap: Snapshot, trainer: Observed, grid_size: int) -> None:
+    """The routing map's data: router probabilities, choices and predictions over a grid_size^2 grid of the plane."""
+    ds, cfg = trainer.dataset, trainer.model_config.moe
     lo, hi = PLOT_RANGE
     gx = np.linspace(lo, hi, grid_size, dtype=np.float32)
     gy = gx if ds.input_dim >= 2 else np.zeros(1, dtype=np.float32)
@@ -209,7 +227,7 @@ def _points_snapshot(trainer: Observed, grid_size: int) -> Snapshot:
     grid_out, grid_infos = trainer.evaluate(mesh)
     shape = (len(gy), len(gx))
     biases = trainer.router_biases()
-    for i, (view, info) in enumerate(zip(views, grid_infos, strict=True)):
+    for i, (view, info) in enumerate(zip(snap.layers, grid_infos, strict=True)):
         probs = info.router_probs.cpu().numpy()
         view.grid_probs = probs.reshape(*shape, -1)
         ranking = probs
@@ -218,16 +236,10 @@ def _points_snapshot(trainer: Observed, grid_size: int) -> Snapshot:
             view.grid_selection = ranking.reshape(*shape, -1)
         view.grid_top2 = np.argsort(-ranking, axis=-1)[:, :2].reshape(*shape, min(2, probs.shape[1]))
     if trainer.task == "classification":
-        prediction = grid_out.argmax(-1).cpu().numpy().reshape(shape)
+        snap.grid_prediction = grid_out.argmax(-1).cpu().numpy().reshape(shape)
     else:
-        prediction = grid_out.squeeze(-1).cpu().numpy().reshape(shape)
-    return Snapshot(
-        step=trainer.step_count, task=trainer.task, router=cfg.router, n_experts=cfg.n_experts, top_k=cfg.top_k,
-        batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
-        step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(ds.group_names),
-        diverged=trainer.diverged, grid_x=gx, grid_y=gy, grid_prediction=prediction,
-        probe_x=ds.x_test[:n_probe], probe_group=ds.group_test[:n_probe], points_x=ds.x_test, points_y=ds.y_test,
-    )
+        snap.grid_prediction = grid_out.squeeze(-1).cpu().numpy().reshape(shape)
+    snap.grid_x, snap.grid_y = gx, gy
 
 
 def _language_snapshot(trainer: Observed) -> Snapshot:

@@ -348,7 +348,8 @@ class Trainer:
 
     # -- views ----------------------------------------------------------------------------------------------
     def snapshot(self, grid_size: int = 48) -> Snapshot:
-        """Everything the views draw, as numpy arrays detached from the model (cheap to keep a timeline)."""
+        """Everything the views draw, as numpy arrays detached from the model (cheap to keep a timeline).
+        grid_size=0 leaves out the routing map's grid (take_snapshot)."""
         return take_snapshot(self, grid_size=grid_size)
 
     # -- checkpoints ------------------------------------------------------------------------------------------

@@ -134,3 +134,23 @@ def test_only_the_curves_build_the_history(monkeypatch):
     assert live.view_history(sess, "load", sess.step).empty and not built
     assert set(HISTORY_VIEWS) == {"curves"}
     assert len(live.view_history(sess, "curves", sess.step)) == 1 and built
+
+
+def test_while_training_the_routing_map_draws_the_newest_snapshot_with_its_grid(monkeypatch):
+    """A training tick may record a snapshot without the map's grid (PlaygroundSession.newest): the headline and
+    the other views draw it, the routing map the newest one with the grid."""
+    from moe_ui import live, views
+
+    from moe_core.training.session import PlaygroundSession
+
+    monkeypatch.setattr(live.st, "session_state", {})
+    sess = PlaygroundSession()
+    sess.running = True
+    sess.map_grid_every_s = 3600.0
+    sess.tick(10.0, steps=2)
+    assert sess.newest.grid_x is None
+    assert live.picked_snapshot(sess, "k") is sess.newest
+    for name in views.GRID_VIEWS:
+        assert live.picked_snapshot(sess, "k", grid=True) is sess.latest and sess.latest.grid_x is not None, name
+    sess.running = False
+    assert live.picked_snapshot(sess, "k") is live.picked_snapshot(sess, "k", grid=True) is sess.latest

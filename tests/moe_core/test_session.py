@@ -115,3 +115,84 @@ def test_step_seconds_is_the_fastest_recent_tick_and_forgets_another_model(monke
     s.tick(10.0)
     s.reset()
     assert s.step_seconds is None
+
+
+def _same_map(a, b) -> None:
+    assert np.array_equal(a.grid_x, b.grid_x) and np.array_equal(a.grid_prediction, b.grid_prediction)
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert np.array_equal(la.grid_probs, lb.grid_probs) and np.array_equal(la.grid_top2, lb.grid_top2)
+
+
+def test_training_ticks_leave_the_map_grid_out_between_two_timeline_snapshots():
+    s = PlaygroundSession(SMALL)
+    s.running = True
+    s.map_grid_every_s = 3600.0  # the snapshot of step 0 keeps the grid fresh for an hour
+    s.tick(10.0)
+    s.tick(10.0)
+    light = s.newest
+    assert light.step == 10 and s.latest.step == 0, "the timeline keeps only snapshots with the grid"
+    assert light.grid_x is None and all(layer.grid_probs is None for layer in light.layers)
+    assert light.layers[0].tokens_per_expert.sum() > 0 and 0.0 <= light.test_quality <= 1.0, \
+        "a snapshot without the grid still carries the headline's numbers and the other views' data"
+    assert [snap.step for snap in s.timeline] == [0]
+    s.map_grid_every_s = 0.0
+    s.tick(10.0)
+    assert s.newest is s.latest and s.latest.step == 15 and s.latest.grid_x is not None
+    assert [snap.step for snap in s.timeline] == [0, 15]
+
+
+def test_pausing_completes_the_newest_snapshot():
+    s = PlaygroundSession(SMALL)
+    s.running = True
+    s.map_grid_every_s = 3600.0
+    s.tick(10.0)
+    s.tick(10.0)
+    assert s.newest.grid_x is None
+    s.running = False
+    assert s.newest is s.latest and s.latest.step == 10
+    _same_map(s.latest, _shrunk(s.trainer.snapshot()))  # the same step's grid: the weights did not move
+    s.running = False
+    assert [snap.step for snap in s.timeline] == [0, 10], "a second pause adds nothing"
+
+
+def _shrunk(snap):
+    for layer in snap.layers:
+        layer.grid_probs = layer.grid_probs.astype(np.float16)
+    return snap
+
+
+def test_a_tick_that_stops_training_records_the_grid():
+    s = PlaygroundSession(PlaygroundSettings(**{**vars(SMALL), "lr": 100.0, "steps_per_tick": 50}))
+    s.running = True
+    s.map_grid_every_s = 3600.0
+    s.tick(10.0)
+    assert s.newest.grid_x is None
+    import torch
+
+    with torch.no_grad():
+        s.trainer.model.head.weight.fill_(float("inf"))
+    s.tick(10.0)
+    assert not s.running and s.newest is s.latest and s.latest.grid_x is not None, \
+        "a diverged run is paused: its last snapshot is complete"
+
+
+def test_step_and_reset_snapshots_carry_the_grid():
+    s = PlaygroundSession(SMALL)
+    s.map_grid_every_s = 3600.0
+    s.step_once()
+    assert s.newest is s.latest and s.latest.step == 1 and s.latest.grid_x is not None
+    s.running = True
+    s.tick(10.0)
+    s.tick(10.0)
+    s.reset()
+    assert s.newest is s.latest and s.latest.step == 0 and s.latest.grid_x is not None
+
+
+def test_a_language_session_has_no_grid_to_leave_out():
+    s = PlaygroundSession(PlaygroundSettings(dataset="tokens", n_experts=4, top_k=1, batch_size=16,
+                                             expert_hidden=16, steps_per_tick=2))
+    s.running = True
+    s.map_grid_every_s = 3600.0
+    s.tick(10.0)
+    s.tick(10.0)
+    assert s.newest is s.latest and [snap.step for snap in s.timeline] == [0, 2, 4]
