@@ -66,13 +66,14 @@ def transport(sess: PlaygroundSession, key: str, partner: PlaygroundSession | No
                    on_click=_reset, args=(sess, partner), width="stretch")
 
 
-def status(sess: PlaygroundSession) -> None:
+def status(sess: PlaygroundSession, line: DeltaGenerator | None = None) -> DeltaGenerator:
+    """The status line, in place of `line` (an earlier status line of this run) when given. Returns it."""
+    where = st if line is None else line
     if sess.status == "diverged":
-        st.error(sess.status_line, icon=":material/error:")
-    elif sess.status == "training":
-        st.success(sess.status_line, icon=":material/model_training:")
-    else:
-        st.info(sess.status_line, icon=":material/pause_circle:")
+        return where.error(sess.status_line, icon=":material/error:")
+    if sess.status == "training":
+        return where.success(sess.status_line, icon=":material/model_training:")
+    return where.info(sess.status_line, icon=":material/pause_circle:")
 
 
 def history_until(history: pd.DataFrame, step: int) -> pd.DataFrame:
@@ -292,11 +293,10 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
         if not in_page_run(key):  # a run_every rerun, not the learner's action
             presence.pause_if_idle([sess])
         with live_slot(key):
-            # The placeholder is also a yield point: a tick that waited for a slot while the learner clicked
-            # (Streamlit then stops this run) ends here instead of training for a page that is gone.
-            status_box = st.empty()
-            with status_box:  # the last status until this tick's, so the page below does not jump while it trains
-                status(sess)
+            # The status line is also a yield point: a tick that waited for a slot while the learner clicked
+            # (Streamlit then stops this run) ends here instead of training for a page that is gone. It says the
+            # last tick's status until this tick's, so the page below does not jump while it trains.
+            line = status(sess)
             if sess.running:
                 before = sess.step
                 steps = sess.settings.steps_per_tick
@@ -306,12 +306,11 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
                 if stop_at is not None and before < stop_at <= sess.step:
                     sess.running = False
                     st.session_state[f"{key}_budget_done"] = sess.step
-            with status_box:
-                if not sess.running and st.session_state.get(f"{key}_budget_done") == sess.step:
-                    st.success(f"Reached this step's {stop_at:,} training steps, enough to see what the text "
-                               "describes: training paused. Press Play to go on.", icon=":material/flag:")
-                else:
-                    status(sess)
+            if not sess.running and st.session_state.get(f"{key}_budget_done") == sess.step:
+                line.success(f"Reached this step's {stop_at:,} training steps, enough to see what the text "
+                             "describes: training paused. Press Play to go on.", icon=":material/flag:")
+            else:
+                status(sess, line)
             headline(picked_snapshot(sess, key), key, layer=st.session_state.get(f"{key}_layer") or 0)
             if not sess.running and st.session_state.get(f"{key}_was_running"):
                 st.session_state[f"{key}_was_running"] = False
