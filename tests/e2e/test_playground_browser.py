@@ -42,12 +42,23 @@ def test_play_advances_on_its_own_and_pause_stops(page: Page, app_url: str):
     first = step_value(page)
     page.wait_for_timeout(2500)
     assert step_value(page) > first, "the step counter advances with no further clicks"
+    # the routing map redraws while training (every 3 s), each time from the newest snapshot with its grid
+    drawn = set()
+    for _ in range(40):
+        title, kinds = page.evaluate("() => { const e = document.querySelector('.js-plotly-plot');"
+                                     " return [JSON.stringify(e.layout.title), e.data.map(t => t.type)]; }")
+        assert "heatmap" in kinds, f"the routing map lost its grid while training: {title}"
+        drawn.add(title)
+        page.wait_for_timeout(250)
+    assert len(drawn) >= 3, f"the map redrew at least twice in 10 s of training: {drawn}"
     page.get_by_role("button", name="Pause", exact=True).click()
     expect(page.get_by_role("button", name="Play", exact=True)).to_be_visible(timeout=TIMEOUT)
     settled(page)  # paused: the script goes idle
     paused = step_value(page)
     page.wait_for_timeout(2000)
     assert step_value(page) == paused, "paused means paused"
+    map_title = page.evaluate("() => JSON.stringify(document.querySelector('.js-plotly-plot').layout.title)")
+    assert re.search(rf"step {paused}\b", map_title), f"paused, the map shows the headline's step: {map_title}"
 
 
 def test_moving_experts_updates_the_views_and_the_url(page: Page, app_url: str):
