@@ -75,10 +75,12 @@ TRAINING_SLOTS = FairSlots(1)
 # 13-14 steps/s for the unluckiest, 17-19 for the rest; in steps, within 2 steps/s of each other). Everyone's
 # training slows down by the same factor and every page keeps redrawing. A tick that cannot get the training slot
 # within SLOT_TIMEOUT_S skips training (the page still redraws) instead of queueing behind a heavy configuration,
-# and a tick slowed down by the server stops at TICK_OVERRUN times its share of time. 0.4 s gives each of 15
-# students on one process about 27 ms of steps a tick (bench_classroom.py --replicas 2; benchmarks/README.md,
-# "A class of 30").
-TRAINING_SHARE_S = 0.4
+# and a tick slowed down by the server stops at TICK_OVERRUN times its share of time. 0.45 s gives each of 15
+# students on one process 30 ms of steps a tick; the rest of the tick interval draws the 15 pages. A larger share
+# trades ticks for steps (30 students on two processes: 0.40 s, 1.15-1.17 ticks/s and 12-15 steps/s for the slowest
+# student; 0.45 s, 1.07-1.15 and 15-18; 0.50 s, 0.82-1.05 and 16-19; bench_classroom.py --replicas 2,
+# benchmarks/README.md, "A class of 30").
+TRAINING_SHARE_S = 0.45
 MIN_TICK_BUDGET_S = 0.02
 ACTIVE_WINDOW_S = 3.0
 SLOT_TIMEOUT_S = 1.0
