@@ -297,6 +297,7 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             # (Streamlit then stops this run) ends here instead of training for a page that is gone. It says the
             # last tick's status until this tick's, so the page below does not jump while it trains.
             line = status(sess)
+            running_before = sess.running
             if sess.running:
                 before = sess.step
                 steps = sess.settings.steps_per_tick
@@ -312,9 +313,11 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             else:
                 status(sess, line)
             headline(picked_snapshot(sess, key), key, layer=st.session_state.get(f"{key}_layer") or 0)
-            if not sess.running and st.session_state.get(f"{key}_was_running"):
+            if not sess.running and (running_before or st.session_state.get(f"{key}_was_running")):
                 st.session_state[f"{key}_was_running"] = False
-                st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
+                # training stopped inside a tick (budget, divergence, idle), maybe the tick of the learner's own full
+                # run (Play with a budget within one tick): a full run redraws the rest, the Play button above too
+                st.rerun()
             st.session_state[f"{key}_was_running"] = sess.running
             if sess.running and retime_due(key):
                 st.rerun()  # the class grew or shrank: a full run retimes the page (page_pace)

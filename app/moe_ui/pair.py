@@ -261,6 +261,7 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
             presence.pause_if_idle([a, b])
         with live_slot(key):
             status_box = st.empty()  # a yield point: a tick whose page is gone stops here (see live_area)
+            running_before = a.running or b.running
             if train_both(a, b, stop_at):
                 st.session_state[f"{key}_budget_done"] = (a.step, b.step)
             with status_box.container():
@@ -269,9 +270,9 @@ def pair_area(a: PlaygroundSession, b: PlaygroundSession, key: str, titles: tupl
                 status(a, b, stop_at, reached)
             headline(a.newest, b.newest, key, layer=st.session_state.get(f"{key}_layer") or 0)
             running = a.running or b.running
-            if not running and st.session_state.get(f"{key}_was_running"):
+            if not running and (running_before or st.session_state.get(f"{key}_was_running")):
                 st.session_state[f"{key}_was_running"] = False
-                st.rerun()  # training stopped inside a tick (budget, divergence, idle): a full run redraws the rest
+                st.rerun()  # training stopped inside a tick, maybe the learner's own full run's: see live_area
             st.session_state[f"{key}_was_running"] = running
             if running and retime_due(key):
                 st.rerun()  # the class grew or shrank: a full run retimes the views (live.page_pace)

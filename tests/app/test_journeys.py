@@ -211,7 +211,8 @@ def test_a_lesson_step_pauses_at_its_budget_and_says_so():
         at.run()
     assert not sess.running and sess.step == budget, (sess.step, budget)
     assert any(f"Reached this step's {budget:,} training steps" in s.value for s in at.success)
-    at.run()  # the browser's full rerun after the fragment's st.rerun() (AppTest does not follow it)
+    assert at.button(key="les_play").label == "Play", "the tick that paused asked for a full run: Play again"
+    at.run()
     assert any(f"Reached this step's {budget:,} training steps" in s.value for s in at.success)
     assert at.button(key="les_play").label == "Play"
     at.button(key="les_play").click().run()  # Play goes on past the budget

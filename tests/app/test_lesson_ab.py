@@ -70,7 +70,8 @@ def test_both_runs_pause_at_the_budget_and_say_so():
     assert a.step == b.step == budget, (a.step, b.step, budget)
     message = f"Reached this step's {budget:,} training steps on both A and B"
     assert any(message in s.value for s in at.success)
-    at.run()  # the browser's full rerun after the fragment's st.rerun()
+    assert at.button(key="les_play").label == "Play", "the tick that paused asked for a full run: Play again"
+    at.run()
     assert any(message in s.value for s in at.success)
     assert at.button(key="les_play").label == "Play"
     assert metric(at, "Step (A / B)") == f"{budget:,} / {budget:,}"

@@ -494,3 +494,18 @@ def test_expert_choice_headline_and_load_view_show_the_tokens_left_behind(page: 
         "() => [...document.querySelectorAll('.gtitle')].some(t => /left behind/.test(t.textContent))",
         timeout=TIMEOUT)
     no_error(page)
+
+
+def test_a_lesson_budget_reached_by_the_play_click_itself_shows_play_again(page: Page, app_url: str):
+    """The smallest budget fits in the tick of the Play click's own run: the page must still flip to Play."""
+    lesson, number = min(((les, i + 1) for les in LESSONS for i, s in enumerate(les.steps) if s.budget),
+                         key=lambda pair: pair[0].steps[pair[1] - 1].budget)
+    budget = lesson.steps[number - 1].budget
+    page.goto(f"{app_url}/lessons?lesson={lesson.slug}&step={number}")
+    expect(page.get_by_test_id("stProgress")).to_contain_text(f"Step {number} of", timeout=TIMEOUT)
+    page.get_by_role("button", name="Play", exact=True).click()
+    expect(page.get_by_text(f"Reached this step's {budget:,} training steps")).to_be_visible(timeout=TIMEOUT)
+    expect(page.get_by_role("button", name="Play", exact=True)).to_be_visible(timeout=TIMEOUT)
+    expect(page.get_by_role("button", name="Pause", exact=True)).to_have_count(0)
+    settled(page)
+    assert step_value(page) == budget
