@@ -110,7 +110,7 @@ class PlaygroundSession:
     @running.setter
     def running(self, value: bool) -> None:
         self._running = value
-        if not value and getattr(self, "_newest", None) is not None:
+        if not value and self._newest is not None:
             self._record_snapshot(grid=True)  # the weights have not moved since: the same step, now with the grid
 
     @property
