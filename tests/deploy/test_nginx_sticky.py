@@ -239,7 +239,8 @@ def test_browser_sessions_stay_on_their_replica(stack, playwright):
             upstreams: list[tuple[str, str]] = []
             page.on("response", lambda r, ups=upstreams: ups.append((r.url, r.headers.get("x-upstream"))))
             page.goto(stack["url"])
-            step = page.get_by_test_id("stMetric").filter(has_text="Step").get_by_test_id("stMetricValue").first
+            label = page.get_by_test_id("stMetricLabel").filter(has_text=re.compile(r"^Step$"))
+            step = page.get_by_test_id("stMetric").filter(has=label).get_by_test_id("stMetricValue").first
             expect(step).to_have_text("0", timeout=TIMEOUT)
             for n in (1, 2, 3):  # the model lives in one process: the counter continues
                 page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=TIMEOUT)

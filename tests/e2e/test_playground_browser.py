@@ -10,7 +10,9 @@ TIMEOUT = 30_000
 
 
 def metric(page: Page, label: str):
-    return page.get_by_test_id("stMetric").filter(has_text=label).get_by_test_id("stMetricValue").first
+    """The value of the metric labelled exactly `label` ("Step" is not "ms / step")."""
+    exact = page.get_by_test_id("stMetricLabel").filter(has_text=re.compile(rf"^{re.escape(label)}$"))
+    return page.get_by_test_id("stMetric").filter(has=exact).get_by_test_id("stMetricValue").first
 
 
 def step_value(page: Page) -> int:
