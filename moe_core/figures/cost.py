@@ -34,7 +34,7 @@ def _bars(labels: list[str], values: list[float], colors: list[str], axis: str, 
 def sparsity_cost(snap: Snapshot) -> go.Figure:
     """1 x 3 panels for one MoE layer: parameters stored vs active per token; forward FLOPs per token of the MoE
     vs a dense MLP of the same active width (hidden k·h, "same width") and one with as many parameters as the
-    whole layer ("same size"); and the measured ms of the last training step (snap.step_ms)."""
+    whole layer ("same size"); and the measured ms of a training step, the median of the last 10 (snap.step_ms)."""
     params, flops = snap.parameters or {}, snap.flops or {}
     nan = float("nan")
     total, active = float(params.get("total", nan)), float(params.get("active", nan))
@@ -45,9 +45,10 @@ def sparsity_cost(snap: Snapshot) -> go.Figure:
         _bars(["this MoE", "dense,<br>same<br>width", "dense,<br>same<br>size"],  # 1/3 of a narrow panel
               [moe_flops, dense_flops, same_params], [MOE_COLOR, DENSE_COLOR, DENSE_COLOR], "2",
               "FLOPs per token (forward)"),
-        _bars(["last step"], [float(snap.step_ms)], [MOE_COLOR], "3", "ms"),
+        _bars(["a step"], [float(snap.step_ms)], [MOE_COLOR], "3", "ms"),
     ]
-    data[2].update(text=[f"{snap.step_ms:.1f} ms"], hovertemplate="last training step: %{y:.1f} ms<extra></extra>")
+    data[2].update(text=[f"{snap.step_ms:.1f} ms"],
+                   hovertemplate="a training step (median of the last 10): %{y:.1f} ms<extra></extra>")
     axes = grid_axes(1, 3)
     for suffix, domain in (("", [0.0, 0.26]), ("2", [0.34, 0.76]), ("3", [0.83, 1.0])):  # widest: 3 FLOPs bars
         axes[f"xaxis{suffix}"]["domain"] = domain

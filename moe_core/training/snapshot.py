@@ -24,7 +24,7 @@ class Observed(Protocol):
     task: str
     step_count: int
     diverged: str | None
-    last_step_ms: float
+    typical_step_ms: float
     last_infos: list[RoutingInfo]
     model_config: Any  # ModelConfig
     data_config: Any  # DataConfig
@@ -83,7 +83,7 @@ class Snapshot:
     layers: list[LayerView]
     test_loss: float
     test_quality: float  # accuracy, or MSE for regression
-    step_ms: float  # wall time of the last training step
+    step_ms: float  # median wall time of the last 10 training steps (Trainer.typical_step_ms)
     parameters: dict[str, int]
     flops: dict[str, float]
     group_names: list[str]
@@ -208,7 +208,7 @@ def _points_snapshot(trainer: Observed, grid_size: int) -> Snapshot:
     snap = Snapshot(
         step=trainer.step_count, task=trainer.task, router=cfg.router, n_experts=cfg.n_experts, top_k=cfg.top_k,
         batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
-        step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(ds.group_names),
+        step_ms=trainer.typical_step_ms, parameters={}, flops={}, group_names=list(ds.group_names),
         diverged=trainer.diverged, probe_x=ds.x_test[:n_probe], probe_group=ds.group_test[:n_probe],
         points_x=ds.x_test, points_y=ds.y_test,
     )
@@ -274,7 +274,7 @@ def _language_snapshot(trainer: Observed) -> Snapshot:
     return Snapshot(
         step=trainer.step_count, task="language", router=cfg.router, n_experts=cfg.n_experts, top_k=cfg.top_k,
         batch_tokens=0, layers=views, test_loss=float(loss), test_quality=float(quality),
-        step_ms=trainer.last_step_ms, parameters={}, flops={}, group_names=list(trainer.stream.domain_names),
+        step_ms=trainer.typical_step_ms, parameters={}, flops={}, group_names=list(trainer.stream.domain_names),
         diverged=trainer.diverged, probe_text=text, probe_text_domains=np.asarray(text_domains),
         probe_group=domains[0].cpu().numpy(),
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ CHECKPOINT_VERSION = 1
 _INIT_LOCK = threading.Lock()  # weight init draws from torch's global RNG: one model at a time
 # TrainConfig fields that can change between steps (set_hyperparameters); the layer's are LIVE_FIELDS
 TRAIN_LIVE_FIELDS = frozenset({"lr", "grad_clip", "weight_decay"})
+RECENT_STEPS = 10  # typical_step_ms: the median of this many recent steps
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Trainer:
         self.step_count = 0
         self.diverged: str | None = None  # the reason, once training has stopped
         self.last_step_ms = 0.0
+        self._recent_step_ms: deque[float] = deque(maxlen=RECENT_STEPS)  # typical_step_ms
         self.last_infos: list[RoutingInfo] = []
         self._records: list[dict[str, float]] = []
         self._history: pd.DataFrame | None = None  # _records as a frame, built on demand (see history)
@@ -215,6 +219,7 @@ class Trainer:
         self.step_count += 1
         self.last_infos = infos
         self.last_step_ms = (time.perf_counter() - t0) * 1000.0
+        self._recent_step_ms.append(self.last_step_ms)
         record = self._record(values, infos)
         self._remember(record)
         return record
@@ -281,6 +286,13 @@ class Trainer:
         if len(self._records) > limit:
             half = len(self._records) // 2
             self._records = self._records[:half][::2] + self._records[half:]
+
+    @property
+    def typical_step_ms(self) -> float:
+        """The median wall time of the last RECENT_STEPS training steps (0 before the first). One step's own time
+        jumps whenever the machine is busy with something else for a moment: a learner who writes down "ms / step"
+        should read what a step costs, not that moment."""
+        return float(statistics.median(self._recent_step_ms)) if self._recent_step_ms else 0.0
 
     @property
     def history(self) -> pd.DataFrame:

@@ -264,3 +264,27 @@ def test_gradient_clipping_matches_torch(grad_clip):
     for a, b in zip([p.grad for p in t.params], clipped, strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=1e-6)
     assert (float(norm) > grad_clip) == any(not torch.equal(a, b) for a, b in zip(clipped, grads, strict=True))
+
+
+def test_the_snapshot_reports_a_typical_step_not_the_last_one(monkeypatch):
+    """'ms / step' is the median of the last RECENT_STEPS steps: one step that the machine slowed down (a clock
+    that jumps by 150 ms inside it) does not move it, and the history still records that step's own time."""
+    from moe_core.training import trainer as trainer_module
+
+    t = _trainer()
+    assert t.typical_step_ms == 0.0 and t.snapshot(grid_size=0).step_ms == 0.0, "nothing measured before a step"
+    clock, calls, jump_on = [1000.0], [0], [0]
+
+    def fake_perf_counter() -> float:  # each call 1 ms later: every step measures 1 ms, but the slowed one
+        calls[0] += 1
+        clock[0] += 0.001 + (0.150 if calls[0] == jump_on[0] else 0.0)
+        return clock[0]
+
+    monkeypatch.setattr(trainer_module.time, "perf_counter", fake_perf_counter)
+    t.step(trainer_module.RECENT_STEPS)
+    assert t.typical_step_ms == pytest.approx(1.0) and t.last_step_ms == pytest.approx(1.0)
+    jump_on[0] = calls[0] + 2  # the next step's closing reading: the machine was busy elsewhere in between
+    t.step(1)
+    assert t.last_step_ms == pytest.approx(151.0), "the slow step itself was measured"
+    assert t.typical_step_ms == pytest.approx(1.0) and t.snapshot(grid_size=0).step_ms == pytest.approx(1.0)
+    assert t.history["step_ms"].iloc[-1] == pytest.approx(151.0), "the history keeps every step's own time"
