@@ -190,10 +190,10 @@ elif outcome:
     with st.expander("What you will see: it gives the prediction away, so read it after training",
                      icon=":material/visibility_off:"):
         st.markdown(outcome)
-st.info(f"**Try this:** {step.try_this}", icon=":material/touch_app:")
-if step.predict is not None:
+if step.predict is not None:  # first: "Try this" says Press Play, and training locks the prediction
     predict_box(step.predict, sess, step.budget, sess.settings != step.settings, f"predict_{key}",
                 a_of_two=sess_b is not None)
+st.info(f"**Try this:** {step.try_this}", icon=":material/touch_app:")
 
 live.transport(sess, key="les", partner=sess_b)
 if sess_b is None:
