@@ -13,7 +13,6 @@ import math
 import statistics
 import threading
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ CHECKPOINT_VERSION = 1
 _INIT_LOCK = threading.Lock()  # weight init draws from torch's global RNG: one model at a time
 # TrainConfig fields that can change between steps (set_hyperparameters); the layer's are LIVE_FIELDS
 TRAIN_LIVE_FIELDS = frozenset({"lr", "grad_clip", "weight_decay"})
-RECENT_STEPS = 10  # typical_step_ms: the median of this many recent steps
+RECENT_STEPS = 10  # typical_step_ms: the median of this many steps (one step's own time jumps on a busy machine)
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,6 @@ class Trainer:
         self.step_count = 0
         self.diverged: str | None = None  # the reason, once training has stopped
         self.last_step_ms = 0.0
-        self._recent_step_ms: deque[float] = deque(maxlen=RECENT_STEPS)  # typical_step_ms
         self.last_infos: list[RoutingInfo] = []
         self._records: list[dict[str, float]] = []
         self._history: pd.DataFrame | None = None  # _records as a frame, built on demand (see history)
@@ -219,7 +217,6 @@ class Trainer:
         self.step_count += 1
         self.last_infos = infos
         self.last_step_ms = (time.perf_counter() - t0) * 1000.0
-        self._recent_step_ms.append(self.last_step_ms)
         record = self._record(values, infos)
         self._remember(record)
         return record
@@ -289,10 +286,8 @@ class Trainer:
 
     @property
     def typical_step_ms(self) -> float:
-        """The median wall time of the last RECENT_STEPS training steps (0 before the first). One step's own time
-        jumps whenever the machine is busy with something else for a moment: a learner who writes down "ms / step"
-        should read what a step costs, not that moment."""
-        return float(statistics.median(self._recent_step_ms)) if self._recent_step_ms else 0.0
+        """Median wall time of the last RECENT_STEPS training steps, from the history's records (0 before any)."""
+        return float(statistics.median(r["step_ms"] for r in self._records[-RECENT_STEPS:])) if self._records else 0.0
 
     @property
     def history(self) -> pd.DataFrame:
@@ -360,8 +355,7 @@ class Trainer:
 
     # -- views ----------------------------------------------------------------------------------------------
     def snapshot(self, grid_size: int = 48) -> Snapshot:
-        """Everything the views draw, as numpy arrays detached from the model (cheap to keep a timeline).
-        grid_size=0 leaves out the routing map's grid (take_snapshot)."""
+        """Everything the views draw, as numpy arrays (cheap to keep a timeline); grid_size=0: no routing-map grid."""
         return take_snapshot(self, grid_size=grid_size)
 
     # -- checkpoints ------------------------------------------------------------------------------------------
