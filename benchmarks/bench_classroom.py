@@ -26,10 +26,12 @@ Definitions (browser numbers are timed inside the page with Date.now(), wire num
 - stall: the longest gap between two ticks of one session in the window.
 - control-to-update latency: every --probe-every seconds each student moves "Speed (steps per tick)" to 21
   (ArrowRight) or back to 20 (ArrowLeft; the wire student sends the new widget value). It ends when the address
-  bar shows the new value (`speed=21` / no `speed`): the server writes it at the end of the full rerun the change
-  causes (state.sync_url), so it is a round trip through the server while the session keeps ticking. In a
-  browser it includes the page's own work (handling the key, rendering the ticks queued before the answer); on
-  the wire it is send -> receive. A probe with no update within --probe-timeout s counts as a timeout (+inf).
+  bar shows the new value (`speed=21` / no `speed`): the server writes it in the rerun the change causes (the
+  Speed fragment's, state.sync_url), so it is a round trip through the server while the session keeps ticking.
+  Speed is a live change that redraws nothing else; a sidebar control's change runs the whole page
+  (benchmarks/README.md). In a browser it includes the page's own work (handling the key, rendering the ticks
+  queued before the answer); on the wire it is send -> receive. A probe with no update within --probe-timeout s
+  counts as a timeout (+inf).
 - server RSS: VmRSS of the streamlit process (/proc); CPU: utime+stime deltas of that process, in % of ONE core
   (200 % = both cores). client CPU = chromium + Playwright's driver + this script (the wire students); other =
   the rest of the machine (other people's jobs: the load average is printed too).
@@ -310,10 +312,11 @@ class WireStudent:
 
     It sends the same BackMsgs a browser sends: the first run, a trigger for the Play button, a rerun of the
     ticking fragment every AutoRerun.interval (the frontend's setInterval, also regardless of whether a run is
-    in progress; the server folds those into one pending rerun), and full reruns with the Speed slider's new
-    value. It reads the same ForwardMsgs: the Step metric's value (a tick), the address bar (page_info_changed:
-    the probe landed). Why it exists: on a 2-core machine a ticking Playground tab costs chromium ~0.5-1 core
-    (React + Plotly), so ten real tabs measure the browsers, not the server; a wire student costs ~1 % of a core.
+    in progress; the server folds those into one pending rerun), and reruns with the Speed slider's new value
+    (of the slider's fragment, as the frontend sends them; a full rerun were it drawn outside one). It reads the
+    same ForwardMsgs: the Step metric's value (a tick), the address bar (page_info_changed: the probe landed).
+    Why it exists: on a 2-core machine a ticking Playground tab costs chromium ~0.5-1 core (React + Plotly), so
+    ten real tabs measure the browsers, not the server; a wire student costs ~1 % of a core.
     Latency is measured from the BackMsg leaving to the ForwardMsg arriving, so it excludes the frontend's own
     work (slider handling, rendering), which a real student's laptop does."""
 
@@ -329,11 +332,13 @@ class WireStudent:
         self.page_script_hash = ""
         self.buttons: dict[str, str] = {}  # label -> widget id
         self.speed_id: str | None = None
+        self.speed_fragment = ""  # the fragment the slider is drawn in ("" = none): its change reruns only that
         self.speed_value = 20
         self.states: dict[str, object] = {}  # widget id -> WidgetState the "frontend" holds
         self.pending: tuple[str | None, float] | None = None  # (wanted speed, t0)
         self.last_step: int | None = None
         self.runs = 0
+        self.full_runs = 0  # runs of the whole page (the others ran fragments only)
         self.fragment_timers: dict[str, object] = {}
         self.ws = None
         self.playing = None  # asyncio.Event, set once Pause shows up
@@ -383,6 +388,7 @@ class WireStudent:
                     self.playing.set()
             elif what == "slider" and el.slider.label.startswith("Speed"):
                 self.speed_id = el.slider.id
+                self.speed_fragment = msg.delta.fragment_id
         elif kind == "page_info_changed":
             self.query_string = msg.page_info_changed.query_string
             if self.pending is not None:
@@ -399,6 +405,7 @@ class WireStudent:
                     timer.cancel()
         elif kind == "script_finished":
             self.runs += 1
+            self.full_runs += msg.script_finished == ForwardMsg.ScriptFinishedStatus.FINISHED_SUCCESSFULLY
 
     def _start_timer(self, fragment_id: str, interval: float) -> None:
         import asyncio
@@ -424,6 +431,14 @@ class WireStudent:
     async def open_and_play(self, timeout: float = 120.0) -> None:
         import asyncio
 
+        await self.open(timeout)
+        await self.ws.send(self._rerun_msg(triggers=(self.buttons["Play"],)))
+        await asyncio.wait_for(self.playing.wait(), timeout)
+
+    async def open(self, timeout: float = 120.0) -> None:
+        """Connect and run the page once, as a browser opening it does; returns once the Play button is there."""
+        import asyncio
+
         import websockets
 
         ws_url = self.url.replace("http://", "ws://").rstrip("/") + "/_stcore/stream"
@@ -438,8 +453,6 @@ class WireStudent:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"wire student {self.index}: no Play button")
             await asyncio.sleep(0.05)
-        await self.ws.send(self._rerun_msg(triggers=(self.buttons["Play"],)))
-        await asyncio.wait_for(self.playing.wait(), timeout)
 
     async def _read(self) -> None:
         try:
@@ -450,8 +463,6 @@ class WireStudent:
             self.errors.append(f"{type(exc).__name__}: {exc}"[:160])
 
     async def probe(self, timeout_s: float) -> None:
-        from streamlit.proto.WidgetStates_pb2 import WidgetState
-
         if self.pending is not None:
             if time.time() * 1000 - self.pending[1] < timeout_s * 1000:
                 return
@@ -460,12 +471,19 @@ class WireStudent:
             self.pending = None
         if self.speed_id is None:
             return
-        self.speed_value = 21 if self.speed_value == 20 else 20
+        self.pending = ("21" if self.speed_value == 20 else None, time.time() * 1000)
+        await self.set_speed(21 if self.speed_value == 20 else 20)
+
+    async def set_speed(self, value: int, full_run: bool = False) -> None:
+        """Move the Speed slider to `value`: the rerun the frontend sends (of the slider's fragment), or a rerun of
+        the whole page carrying it (as when the change coalesces with a full rerun on the server)."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        self.speed_value = value
         state = WidgetState(id=self.speed_id)
-        state.double_array_value.data.append(float(self.speed_value))
+        state.double_array_value.data.append(float(value))
         self.states[self.speed_id] = state
-        self.pending = ("21" if self.speed_value == 21 else None, time.time() * 1000)
-        await self.ws.send(self._rerun_msg())
+        await self.ws.send(self._rerun_msg("" if full_run else self.speed_fragment))
 
     async def close(self) -> None:
         import asyncio

@@ -281,4 +281,7 @@ def render_speed(sess: PlaygroundSession, prefix: str = "ctl") -> None:
     st.session_state.setdefault(key, sess.settings.steps_per_tick)
     _slider("steps_per_tick", key=key, help=CONTROL_BY_FIELD["steps_per_tick"].help)
     if st.session_state[key] != sess.settings.steps_per_tick:
+        synced = st.session_state.get(f"{prefix}__synced") == sess.settings
         sess.apply(PlaygroundSettings(**{**vars(sess.settings), "steps_per_tick": st.session_state[key]}))
+        if synced:  # a change of this widget alone: the next full run must not write the old speed back over it
+            st.session_state[f"{prefix}__synced"] = sess.settings

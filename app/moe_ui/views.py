@@ -94,12 +94,13 @@ def render_views(snap: Snapshot, history: pd.DataFrame, views: list[str], key_pr
                 render_view(name, snap, history, key=f"{key_prefix}_{name}", layer=layer, options=options)
 
 
-def downloads(snap: Snapshot, history: pd.DataFrame, config: dict, key_prefix: str) -> None:
-    """Metrics CSV, config JSON and a figure as a self-contained HTML page, built only when clicked."""
+def downloads(snap: Snapshot, history: pd.DataFrame, config: Callable[[], dict], key_prefix: str) -> None:
+    """Metrics CSV, config JSON and a figure as a self-contained HTML page, built only when clicked (the config
+    then: Speed may have moved since this was drawn, in a fragment of its own)."""
     cols = st.columns(3, vertical_alignment="bottom")
     cols[0].download_button("Metrics (CSV)", lambda: history.to_csv(index=False).encode(), "moe_metrics.csv",
                             "text/csv", key=f"{key_prefix}_dl_csv", icon=":material/table:", on_click="ignore")
-    cols[1].download_button("Config (JSON)", lambda: json.dumps(config, indent=2).encode(), "moe_config.json",
+    cols[1].download_button("Config (JSON)", lambda: json.dumps(config(), indent=2).encode(), "moe_config.json",
                             "application/json", key=f"{key_prefix}_dl_json", icon=":material/settings:",
                             on_click="ignore")
     make = builders(snap, history)

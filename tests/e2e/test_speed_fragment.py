@@ -1,0 +1,62 @@
+"""Speed reruns its own fragment, not the page, and its change holds whichever run delivers it.
+
+Driven over Streamlit's own protocol (bench_classroom.WireStudent), which sees what a browser cannot: whether a
+run was the whole page or a fragment, and a rerun that carries the new value to a full run of the page (what the
+server makes of a change that lands beside a full rerun it already has queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_classroom as bench  # noqa: E402
+
+TIMEOUT_S = 30.0
+
+
+async def until(what: str, ok: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def speed_in_url(student: bench.WireStudent) -> str | None:
+    return parse_qs(student.query_string).get("speed", [None])[0]
+
+
+def test_speed_reruns_its_fragment_and_its_change_holds_in_a_full_run(app_url: str):
+    async def walk() -> None:
+        student = bench.WireStudent(0, app_url)
+        try:
+            await student.open()
+            await until("the Speed slider", lambda: student.speed_id is not None)
+            assert student.speed_fragment, "Speed is drawn inside a fragment"
+            full_runs, runs = student.full_runs, student.runs
+
+            await student.set_speed(21)
+            await until("speed=21 in the address bar", lambda: speed_in_url(student) == "21")
+            await until("the run to finish", lambda: student.runs > runs)
+            assert student.full_runs == full_runs, "moving Speed reran the whole page"
+
+            # The next change reaches the server inside a full run: it must hold there too (the sidebar's
+            # controls, drawn first, once wrote the settings' old speed back over it)
+            await student.set_speed(20, full_run=True)
+            await until("the default speed, which the address bar leaves out", lambda: speed_in_url(student) is None)
+            await until("the full run", lambda: student.full_runs > full_runs)
+            await asyncio.sleep(0.5)
+            assert speed_in_url(student) is None, f"the page went back to {student.query_string!r}"
+
+            await student.set_speed(22)  # and a fragment's change after a full run
+            await until("speed=22 in the address bar", lambda: speed_in_url(student) == "22")
+        finally:
+            await student.close()
+
+    asyncio.run(walk())
