@@ -75,12 +75,13 @@ TRAINING_SLOTS = FairSlots(1)
 # 13-14 steps/s for the unluckiest, 17-19 for the rest; in steps, within 2 steps/s of each other). Everyone's
 # training slows down by the same factor and every page keeps redrawing. A tick that cannot get the training slot
 # within SLOT_TIMEOUT_S skips training (the page still redraws) instead of queueing behind a heavy configuration,
-# and a tick slowed down by the server stops at TICK_OVERRUN times its share of time. 0.45 s gives each of 15
-# students on one process 30 ms of steps a tick; the rest of the tick interval draws the 15 pages. A larger share
-# trades ticks for steps (30 students on two processes: 0.40 s, 1.15-1.17 ticks/s and 12-15 steps/s for the slowest
-# student; 0.45 s, 1.07-1.15 and 15-18; 0.50 s, 0.82-1.05 and 16-19; bench_classroom.py --replicas 2,
-# benchmarks/README.md, "A class of 30").
-TRAINING_SHARE_S = 0.45
+# and a tick slowed down by the server stops at TICK_OVERRUN times its share of time. 0.50 s gives each of 15
+# students on one process 33 ms of steps a tick; the rest of the tick interval draws the 15 pages. A larger share
+# trades ticks for steps until the server runs out of CPU, and then loses both (30 students on two processes
+# moving Speed, bench_classroom.py --replicas 2, slowest student: 0.45 s, 1.05-1.12 ticks/s and 13.7-16.1 steps/s;
+# 0.50 s, 1.00-1.17 and 17.3-20.4; 0.55 s, 0.77-1.02 and 14-21 with p95 latency up to 1.75 s; benchmarks/README.md,
+# "A class of 30").
+TRAINING_SHARE_S = 0.50
 MIN_TICK_BUDGET_S = 0.02
 ACTIVE_WINDOW_S = 3.0
 SLOT_TIMEOUT_S = 1.0
