@@ -32,7 +32,8 @@ state.show_notes()
 
 diff = pair.differences(a.settings, b.settings)
 if diff:
-    st.markdown("**What differs:** " + "; ".join(f"{label}: A = `{va}`, B = `{vb}`" for label, va, vb in diff))
+    shown = (f"{label}: A = `{pair.shown_value(va)}`, B = `{pair.shown_value(vb)}`" for label, va, vb in diff)
+    st.markdown("**What differs:** " + "; ".join(shown))
 else:
     st.info("A and B are identical: change something in one of them.")
 

@@ -47,7 +47,7 @@ def sparsity_cost(snap: Snapshot) -> go.Figure:
               "FLOPs per token (forward)"),
         _bars(["a step"], [float(snap.step_ms)], [MOE_COLOR], "3", "ms"),
     ]
-    data[2].update(text=[f"{snap.step_ms:.1f} ms"],
+    data[2].update(text=[f"{snap.step_ms:.1f} ms" if snap.step_ms else "no step yet"],
                    hovertemplate="a training step (median of the last 10): %{y:.1f} ms<extra></extra>")
     axes = grid_axes(1, 3)
     for suffix, domain in (("", [0.0, 0.26]), ("2", [0.34, 0.76]), ("3", [0.83, 1.0])):  # widest: 3 FLOPs bars

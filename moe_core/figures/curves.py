@@ -130,7 +130,9 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
                                         font=dict(size=13, color="#666")))
         if n > 1:
             annotations.append(panel_title(metric_label(m), axes[f"xaxis{axis_id(i)}"], axes[f"yaxis{axis_id(i)}"]))
-    layout = layout_dict(title if n > 1 else f"Training curve: {metric_label(shown[0])}", height)
+    # the step it reaches, as every view says the step it shows (views redraw at their own pace while training)
+    layout = layout_dict(title if n > 1 else f"Training curve: {metric_label(shown[0])}", height,
+                         f"up to step {int(x[-1]):,}")
     layout.update(axes)
     for i, m in enumerate(shown):
         ya = layout[f"yaxis{axis_id(i)}"]

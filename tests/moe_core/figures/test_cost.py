@@ -40,3 +40,10 @@ def test_human_numbers(n, text):
 def test_panel_titles_fit_side_by_side(width):
     # "ms per training step" over the narrow third panel ran into its neighbour and off the figure
     assert_panel_titles_fit(sparsity_cost(crafted_snapshot(E=8, k=2)), width)
+
+
+def test_before_the_first_step_the_time_bar_says_so_rather_than_0_ms():
+    snap = crafted_snapshot()
+    assert sparsity_cost(snap).data[2].text == ("12.5 ms",)
+    snap.step_ms = 0.0
+    assert sparsity_cost(snap).data[2].text == ("no step yet",)

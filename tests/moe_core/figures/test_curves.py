@@ -113,3 +113,10 @@ def test_log_panels_label_1_2_5_while_they_fit_and_powers_of_ten_when_not():
     assert fig.layout.yaxis2.dtick == "D2", "a panel within one decade keeps labels between powers of ten"
     alone = training_curves(h, ["task_loss"], log_y=True)
     assert alone.layout.yaxis.dtick == "D2", "a single tall panel has room for them"
+
+
+@pytest.mark.parametrize("n", [1, 30, 1234])
+def test_the_subtitle_says_the_step_the_curves_reach_also_when_thinned(n):
+    fig = training_curves(_history(n), ["loss", "max_vio"])
+    assert fig.layout.title.subtitle.text == f"up to step {n:,}"
+    assert training_curves(_history(n), ["loss"]).layout.title.subtitle.text == f"up to step {n:,}"
