@@ -14,7 +14,6 @@ st.caption("A router sends each input to a few experts. Press **Play** and watch
 state.show_notes()
 
 
-
 @st.fragment
 def speed_and_share() -> None:
     """Speed, the address bar and the Share link. Moving Speed reruns this fragment alone: the change is live

@@ -21,7 +21,7 @@ from moe_ui.state import once_per_click
 TICK_SECONDS = 0.75  # fragment interval; a tick trains for at most TRAIN_BUDGET_S, well under it even on a busy server
 # the interval at a pace level above 1 (scheduling.pace_level): at most 1.25 ticks a second, so a student whose
 # ticks queue behind a busy class's still gets more than one (30 students on two processes: 0.85 s gave the slowest
-# 1.00-1.12, 0.80 s 1.17-1.22; bench_classroom.py --replicas 2, benchmarks/README.md)
+# 1.00-1.12, 0.80 s 1.02-1.22; bench_classroom.py --replicas 2, benchmarks/README.md)
 BUSY_TICK_SECONDS = 0.80
 TRAIN_BUDGET_S = 0.1  # seconds of training per tick: short ticks keep clicks responsive when a class trains
 
