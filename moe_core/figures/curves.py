@@ -33,6 +33,7 @@ MAX_ROWS = 500  # longer histories are thinned evenly: a panel is ~500 px wide, 
 PANEL_PX = 170  # height per panel when several are stacked
 MIN_PANEL_PX = 120  # per panel beyond four: the figure grows instead of squashing the panels
 ENTROPY_METRICS = ("router_entropy", "usage_entropy")
+FEW_STEPS = 10  # a history spanning fewer steps labels each step on the x axis
 
 
 def metric_label(name: str) -> str:
@@ -136,7 +137,8 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
     layout.update(axes)
     for i, m in enumerate(shown):
         ya = layout[f"yaxis{axis_id(i)}"]
-        ya.update(type="linear", automargin=True)
+        # every metric is >= 0: a panel of zeros (nothing dropped yet) reads 0..1, not -1..1
+        ya.update(type="linear", automargin=True, rangemode="nonnegative")
         if _log_axis(log_y, history, m):
             # every label the value itself: Plotly otherwise labels the ticks between powers of ten with one digit
             # (0.3 read as "3"). 1, 2 and 5 in each decade while they fit the panel; a panel whose values span
@@ -146,5 +148,8 @@ def training_curves(history: pd.DataFrame, metrics: list[str], log_y: bool = Fal
         if n == 1:
             ya["title"] = dict(text=metric_label(m))
     layout[f"xaxis{axis_id(n - 1)}"]["title"] = dict(text="step")
+    if x[-1] - x[0] < FEW_STEPS:  # whole steps only: Plotly would label a step 1.5
+        for i in range(n):
+            layout[f"xaxis{axis_id(i)}"].update(tick0=0, dtick=1)
     layout.update(annotations=annotations, shapes=shapes, hovermode="closest")
     return make_figure(data, layout)

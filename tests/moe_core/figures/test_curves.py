@@ -120,3 +120,12 @@ def test_the_subtitle_says_the_step_the_curves_reach_also_when_thinned(n):
     fig = training_curves(_history(n), ["loss", "max_vio"])
     assert fig.layout.title.subtitle.text == f"up to step {n:,}"
     assert training_curves(_history(n), ["loss"]).layout.title.subtitle.text == f"up to step {n:,}"
+
+
+def test_a_panel_of_zeros_starts_at_0_and_few_steps_are_labelled_whole():
+    df = _history(3)
+    df["dropped_frac"] = 0.0
+    fig = training_curves(df, ["loss", "dropped_frac"])
+    assert fig.layout.yaxis2.rangemode == "nonnegative"  # 0..1, not -1..1
+    assert (fig.layout.xaxis.dtick, fig.layout.xaxis2.dtick) == (1, 1)  # steps 1, 2, 3: no 1.5
+    assert training_curves(_history(30), ["loss"]).layout.xaxis.dtick is None  # Plotly's own ticks beyond that
