@@ -40,6 +40,7 @@ def test_speed_reruns_its_fragment_and_its_change_holds_in_a_full_run(app_url: s
             await student.open()
             await until("the Speed slider", lambda: student.speed_id is not None)
             assert student.speed_fragment, "Speed is drawn inside a fragment"
+            await until("the first run to finish", lambda: student.full_runs >= 1)  # open() returns mid-run
             full_runs, runs = student.full_runs, student.runs
 
             await student.set_speed(21)
