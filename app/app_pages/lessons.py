@@ -7,7 +7,8 @@ import streamlit as st
 from moe_ui import controls, live, pair, state
 
 from moe_core.lessons.checks import BATCH_METRICS, TAIL_STEPS, metric_value
-from moe_core.lessons.lesson_files import LessonError, Predict, learner_key, load_lessons, option_order, resolve_code
+from moe_core.lessons.lesson import LessonError, Predict
+from moe_core.lessons.lesson_files import learner_key, load_lessons, option_order, resolve_code
 from moe_core.training.session import PlaygroundSession
 
 # How the page names a predicted metric, and how it prints its value

@@ -1,1 +1,2 @@
-"""Lessons as data (lesson_files.py) and the headless checks of their claims (checks.py)."""
+"""Lessons as data: what a lesson is (lesson.py), its file format (lesson_files.py) and the headless checks
+of its claims (checks.py)."""

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from moe_core.layer import metrics
-from moe_core.lessons.lesson_files import Observation, Predict, Step
+from moe_core.lessons.lesson import Observation, Predict, Step
 from moe_core.training.datasets import DATASETS
 from moe_core.training.settings import PlaygroundSettings
 from moe_core.training.trainer import Trainer

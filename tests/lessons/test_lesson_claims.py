@@ -15,7 +15,8 @@ import warnings
 import pytest
 
 from moe_core.lessons import checks as lc
-from moe_core.lessons.lesson_files import Observation, Predict, Step, load_lessons
+from moe_core.lessons.lesson import Observation, Predict, Step
+from moe_core.lessons.lesson_files import load_lessons
 
 LESSONS = load_lessons()
 CASES = [(lesson, step, obs) for lesson in LESSONS for step in lesson.steps for obs in step.observe]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from moe_core.lessons.lesson_files import LessonError, load_glossary, load_lesson, load_lessons
+from moe_core.lessons.lesson import LessonError
+from moe_core.lessons.lesson_files import load_glossary, load_lesson, load_lessons
 from moe_core.training.settings import PlaygroundSettings
 
 LESSONS = load_lessons()
