@@ -39,7 +39,7 @@ with top[0]:
 with top[1]:
     speed_and_share()
 
-live.live_area(sess, key="play")
+live.live_area(sess, key="play", in_sync=lambda: state.url_in_sync(sess.settings))
 
 with st.expander("Downloads", icon=":material/download:"):
     views.downloads(sess.latest, sess.trainer.history, config, "play")

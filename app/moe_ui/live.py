@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import numpy as np
@@ -275,7 +275,8 @@ def retime_due(key: str) -> bool:
 
 
 def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None = None,
-              allowed_views: list[str] | None = None, stop_at: int | None = None) -> None:
+              allowed_views: list[str] | None = None, stop_at: int | None = None,
+              in_sync: Callable[[], bool] | None = None) -> None:
     """The live part of a page, in fragments that rerun on their own clocks while training (no threads):
     - the tick: train a time-boxed chunk, then the status and the headline, every tick_seconds(). A timer tick
       waits for the server's scheduling.TICK_SLOTS and trains for a fair share of the server's training time; the same
@@ -324,6 +325,8 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             st.session_state[f"{key}_was_running"] = sess.running
             if sess.running and retime_due(key):
                 st.rerun()  # the class grew or shrank: a full run retimes the page (page_pace)
+            if in_sync is not None and not in_page_run(key) and out_of_sync_twice(key, in_sync()):
+                st.rerun()  # what the page drew outside the live area was lost on the way: a full run redraws it
 
     with page_run(key):
         metric_row_style()
@@ -340,6 +343,21 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
             for col, name in zip(st.columns(2), shown[row_start : row_start + 2], strict=False):
                 with col:
                     live_view(sess, key, name, periods[name], layer, options)
+
+
+def out_of_sync_twice(key: str, in_sync: bool) -> bool:
+    """True when the page was out of sync at this tick and at the one before.
+
+    Streamlit drops every message of a run that ends while the server is taking the browser's next request (a new
+    ScriptRunner takes over, and the finished one's messages are ignored). A Speed move's fragment run lasts a few
+    milliseconds, so in a busy class about 1 in 1,500 of them lost its address bar and Share link that way
+    (bench_classroom.py --replicas 2, 30 students moving Speed every 2 s). The tick sees it in the address bar the
+    browser sends with it. One tick out of sync is normal (the update may still be on its way): it acts on the
+    second."""
+    flag = f"{key}_out_of_sync"
+    twice = not in_sync and st.session_state.get(flag, False)
+    st.session_state[flag] = not in_sync and not twice
+    return twice
 
 
 @contextmanager

@@ -76,12 +76,22 @@ def get_session(key: str = "play", from_url: bool = True) -> PlaygroundSession:
     return st.session_state[key]
 
 
+def _url_params(settings: PlaygroundSettings) -> dict[str, str]:
+    """The address bar's parameters for these settings: the non-default ones and the UI's (present, hide)."""
+    keep = {k: v for k, v in st.query_params.to_dict().items() if k in ("present", "hide")}
+    return {**settings.to_query_params(), **keep}
+
+
 def sync_url(settings: PlaygroundSettings) -> None:
     """Write the non-default settings to the address bar, keeping the UI parameters (present, hide...)."""
-    keep = {k: v for k, v in st.query_params.to_dict().items() if k in ("present", "hide")}
-    wanted = {**settings.to_query_params(), **keep}
+    wanted = _url_params(settings)
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
+
+
+def url_in_sync(settings: PlaygroundSettings) -> bool:
+    """Whether the address bar the browser sent with this run shows these settings."""
+    return st.query_params.to_dict() == _url_params(settings)
 
 
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
