@@ -350,7 +350,7 @@ def out_of_sync_twice(key: str, in_sync: bool) -> bool:
 
     Streamlit drops every message of a run that ends while the server is taking the browser's next request (a new
     ScriptRunner takes over, and the finished one's messages are ignored). A Speed move's fragment run lasts a few
-    milliseconds, so in a busy class about 1 in 1,500 of them lost its address bar and Share link that way
+    milliseconds, so in a busy class about 1 in 1,000 of them lost its address bar and Share link that way
     (bench_classroom.py --replicas 2, 30 students moving Speed every 2 s). The tick sees it in the address bar the
     browser sends with it. One tick out of sync is normal (the update may still be on its way): it acts on the
     second."""

@@ -68,7 +68,7 @@ def test_speed_reruns_its_fragment_and_its_change_holds_in_a_full_run(app_url: s
 
 def test_an_address_bar_whose_update_was_lost_is_put_right_by_the_ticks(app_url: str):
     """Streamlit drops the messages of a run that ends while the server takes the browser's next request, so now
-    and then a Speed move's address bar and Share link never arrive (about 1 in 1,500 in a busy class). Here the
+    and then a Speed move's address bar and Share link never arrive (about 1 in 1,000 in a busy class). Here the
     browser is left with an address bar that the page no longer shows, as such a loss leaves it: while training, the
     ticks see it in the address bar each of them sends and ask for one full run, which redraws it. Ticks that agree
     with the page ask for nothing."""
