@@ -288,7 +288,9 @@ def live_area(sess: PlaygroundSession, key: str, default_views: list[str] | None
     Paused, everything is drawn once per full run, from the timeline's pick. Training pauses when the tab is
     hidden or nobody has touched the page for presence.IDLE_SECONDS.
 
-    stop_at: a lesson step's budget. Training pauses when it reaches that step and says so; Play goes on past it."""
+    stop_at: a lesson step's budget. Training pauses when it reaches that step and says so; Play goes on past it.
+    in_sync: whether what the page drew outside the live area still shows in the browser (the Playground: the
+    address bar). A timer tick asks for a full run when it is out of sync twice running (out_of_sync_twice)."""
     presence.guard([sess], key)
     pace = page_pace(key)
 
